@@ -1,0 +1,58 @@
+"""`pinfeatures build` and `pinfeatures variants`."""
+
+from __future__ import annotations
+
+import click
+
+from pinfeatures.config import make_config
+from pinfeatures.variants import expand, variant_sources
+
+
+@click.command()
+@click.option("--input", "input_dir", type=click.Path(file_okay=False), help="Folder holding pins, boards, saves, engagements (and captions).")
+@click.option("--out", type=click.Path(file_okay=False), help="Folder to write features/texts/rejects/manifest to.")
+@click.option("--images-root", type=click.Path(file_okay=False), help="Root of local image paths (default: the input folder). Paths outside it are refused.")
+@click.option("--pins", type=click.Path(), help="Pins table (file or folder of Parquet parts); overrides the one in --input.")
+@click.option("--boards", type=click.Path(), help="Boards table.")
+@click.option("--saves", type=click.Path(), help="Saves table.")
+@click.option("--engagements", type=click.Path(), help="Engagements table.")
+@click.option("--captions", type=click.Path(), help="Precomputed captions table (pin_id or image_sha256, caption).")
+@click.option("--variants", help="ladder (default), loo, all, or a comma list like caption+title,title.")
+@click.option("--caption-model", help="Local folder, hub id, open_clip:ARCH, or 'demo' (tiny random model; meaningless captions). Default: no captions.")
+@click.option("--caption-weights", type=click.Path(dir_okay=False), help="Weights file for --caption-model open_clip:ARCH.")
+@click.option("--cache", type=click.Path(file_okay=False), help="Caption cache folder (default ~/.cache/pinfeatures).")
+@click.option("--tokenizer", type=click.Path(file_okay=False), help="Local Hugging Face tokenizer folder for token budgets (default: built-in approximation).")
+@click.option("--max-tokens", type=int, help="Total token budget per text (default 512).")
+@click.option("--min-users", "query_min_users", type=int, help="Privacy threshold k: distinct users per (query, pin) (default 3).")
+@click.option("--retry-failed", is_flag=True, default=None, help="Caption images that failed in an earlier run again.")
+@click.option("--report", is_flag=True, default=None, help="Also write report.html into --out.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file with the same settings; a flag wins over the file.")
+@click.option("--quiet", "-q", is_flag=True, default=None, help="No progress output.")
+def build(input_dir, out, images_root, pins, boards, saves, engagements, captions, variants, caption_model, caption_weights,
+          cache, tokenizer, max_tokens, query_min_users, retry_failed, report, config_file, quiet) -> None:
+    """Build features.parquet, texts.parquet, rejects.parquet and manifest.json from the input tables."""
+    from pinfeatures.build import run_build
+
+    cfg = make_config(
+        config_file,
+        input=input_dir, out=out, images_root=images_root, pins=pins, boards=boards, saves=saves,
+        engagements=engagements, captions=captions, variants=variants, cache=cache, tokenizer=tokenizer,
+        max_tokens=max_tokens, query_min_users=query_min_users, report=report, quiet=quiet,
+        caption__model=caption_model, caption__weights=caption_weights, caption__retry_failed=retry_failed,
+    )
+    manifest = run_build(cfg)
+    if not cfg.quiet:
+        rejected = ", ".join(f"{t}: {c['rejected']}" for t, c in manifest["counts"].items())
+        click.echo(
+            f"{manifest['outputs']['features']['rows']} pins, {manifest['outputs']['texts']['rows']} texts "
+            f"({len(manifest['variants'])} variants), {manifest['outputs']['rejects']['rows']} rejected rows "
+            f"[{rejected}] -> {cfg.out}"
+        )
+
+
+@click.command()
+@click.argument("spec")
+def variants(spec: str) -> None:
+    """Print the variants SPEC expands to (ladder, loo, all, or a comma list)."""
+    for name in expand(spec):
+        click.echo(f"{name}\t{len(variant_sources(name))} source(s)")

@@ -1,0 +1,65 @@
+"""DuckDB plumbing: find the SQL files, open an in-process connection with our UDFs, run a file.
+
+The SQL lives in `sql/*.sql` (a top-level folder in a checkout, `pinfeatures/sql/` in the wheel).
+Connections never download extensions: only what the wheel ships (core, parquet, json, icu).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+import duckdb
+import pyarrow as pa
+
+from pinfeatures.textnorm import normalize_phrase
+
+
+@lru_cache(maxsize=1)
+def sql_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "sql", here.parent / "sql"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"sql/ folder not found next to {here}")
+
+
+@lru_cache(maxsize=None)
+def load_sql(name: str) -> str:
+    """The text of sql/<name>.sql."""
+    return (sql_dir() / f"{name}.sql").read_text(encoding="utf-8")
+
+
+def _normalize_phrase_arrow(values: pa.Array) -> pa.Array:
+    return pa.array([normalize_phrase(v) for v in values.to_pylist()], type=pa.string())
+
+
+def connect(threads: int | None = None, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with `normalize_phrase(VARCHAR) -> VARCHAR` registered."""
+    config: dict[str, Any] = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+    if threads:
+        config["threads"] = threads
+    if memory_limit:
+        config["memory_limit"] = memory_limit
+    con = duckdb.connect(":memory:", config=config)
+    # Insertion order is not part of any output (every SQL file orders what it returns);
+    # dropping it lets DuckDB stream large aggregations with less memory.
+    con.execute("SET preserve_insertion_order = false")
+    con.create_function(
+        "normalize_phrase",
+        _normalize_phrase_arrow,
+        [duckdb.sqltype("VARCHAR")],
+        duckdb.sqltype("VARCHAR"),
+        type="arrow",
+        null_handling="special",
+        side_effects=False,
+    )
+    return con
+
+
+def run_sql(con: duckdb.DuckDBPyConnection, name: str, params: Mapping[str, Any] | None = None) -> "duckdb.DuckDBPyRelation | None":
+    """Run sql/<name>.sql with named parameters ($name); a SELECT returns a relation (`.pl()`, `.fetchone()`)."""
+    text = load_sql(name)
+    used = {k: v for k, v in (params or {}).items() if f"${k}" in text}
+    return con.sql(text, params=used) if used else con.sql(text)
