@@ -56,8 +56,8 @@ def render_values(features: pl.DataFrame, cfg: BuildConfig) -> pl.DataFrame:
     return features.select(exprs)
 
 
-def _cap_column(values: pl.Series, budget: int, counter: TokenCounter) -> tuple[pl.Series, pl.Series, pl.Series]:
-    """Cut each value to `budget` tokens. Returns (values, token counts, truncated flags)."""
+def _cap_column(values: pl.Series, budget: int, counter: TokenCounter, dangling: str = "") -> tuple[pl.Series, pl.Series, pl.Series]:
+    """Cut each value to `budget` tokens (and any `dangling` separator left at the cut). Returns (values, counts, truncated)."""
     counts = counter.count_many(values)
     over = (counts > budget).fill_null(False)
     truncated = over.clone()
@@ -66,6 +66,8 @@ def _cap_column(values: pl.Series, budget: int, counter: TokenCounter) -> tuple[
         cnts = counts.to_list()
         for i in over.arg_true().to_list():
             cut, _ = truncate(vals[i], budget, counter)
+            if dangling:
+                cut = cut.rstrip().removesuffix(dangling).rstrip()
             vals[i] = cut or None
             cnts[i] = counter.count(cut) if cut else 0
         values = pl.Series(values.name, vals, dtype=pl.Utf8)
@@ -82,7 +84,8 @@ def assemble_texts(features: pl.DataFrame, variants: Sequence[str], cfg: BuildCo
     line_tokens: dict[str, pl.Series] = {}
     cut: dict[str, pl.Series] = {}
     for s in SOURCES:
-        values, counts, truncated = _cap_column(rendered.get_column(s), cfg.max_tokens_per_source[s], counter)
+        dangling = cfg.list_separator.strip() if s in LIST_SOURCES else ""
+        values, counts, truncated = _cap_column(rendered.get_column(s), cfg.max_tokens_per_source[s], counter, dangling)
         present = values.is_not_null()
         lines[s] = pl.select(pl.when(present).then(pl.lit(label_text[s] + " ") + values).otherwise(None)).to_series().alias(s)
         line_tokens[s] = pl.select(pl.when(present).then(counts + label_tokens[s]).otherwise(0)).to_series()
