@@ -125,7 +125,8 @@ def _fit_total(
     The approximate counter is additive over whitespace-joined lines, so the summed count is
     exact; a real tokenizer is not quite additive, so its texts are counted again whole.
     """
-    exact = getattr(counter, "name", "") == "approx"
+    # ...and additive only when the field separator is whitespace: " || " holds tokens of its own.
+    exact = getattr(counter, "name", "") == "approx" and counter.count(cfg.field_separator) == 0
     if not exact:
         frame = frame.with_columns(counter.count_many(frame.get_column("text")).alias("n_tokens"))
     over = (frame.get_column("n_tokens") > cfg.max_tokens).fill_null(False)

@@ -17,6 +17,7 @@ Unknown keys are an error that names the key, so a typo never silently does noth
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import os
 import sys
@@ -91,6 +92,10 @@ class EvaluateConfig:
     seed: int = 0
     batch_size: int = 64
     max_length: int = 256
+    gain: str = "exponential"
+    """NDCG gain: `exponential` (2^label - 1) or `linear` (label)."""
+    device: str = "auto"
+    """Semantic scorer device: `auto` (CUDA if present else CPU), `cpu`, `cuda`, ..."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,14 @@ class ReportConfig:
     pins: tuple[str, ...] = ()
     seed: int = 0
     thumbnail_px: int = 128
+    thumbnail_format: str = "webp"
+    """`webp` or `jpeg`: the embedded thumbnails' encoding."""
+    thumbnail_quality: int = 70
+    reject_examples: int = 3
+    """Example rows shown per input table in the Inputs section."""
+    max_record_chars: int = 400
+    """Longer reject records and source values are cut to this many characters on the page."""
+    histogram_bins: int = 40
 
 
 @dataclass(frozen=True)
@@ -305,7 +318,8 @@ def _coerce(tp: Any, value: Any, name: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{name} must be a list, got {type(value).__name__}")
         return tuple(_coerce(args[0], v, name) for v in value)
-    if origin in (Mapping, dict) or tp is Mapping:
+    # get_origin(Mapping[str, float]) is collections.abc.Mapping, not typing.Mapping
+    if origin in (Mapping, dict, collections.abc.Mapping) or tp is Mapping:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{name} must be a table, got {type(value).__name__}")
         return {str(k): _coerce(args[1], v, f"{name}.{k}") for k, v in value.items()} if args else dict(value)

@@ -178,7 +178,8 @@ def validate_tables(tables: Mapping[str, Table], action_weights: Mapping[str, fl
         frame = frame.with_columns(
             pl.when(pl.col("pin_id").is_null() | _blank("pin_id")).then(pl.lit(None, pl.Utf8)).otherwise(pl.col("pin_id")).alias("pin_id"),
             pl.when(pl.col("image_sha256").is_null() | _blank("image_sha256")).then(pl.lit(None, pl.Utf8)).otherwise(pl.col("image_sha256").str.to_lowercase()).alias("image_sha256"),
-            pl.coalesce(pl.col("pin_id").map_elements(lambda s: "pin:" + s, return_dtype=pl.Utf8), pl.col("image_sha256").map_elements(lambda s: "sha:" + s, return_dtype=pl.Utf8)).alias("_key"),
+        ).with_columns(  # a second context: the key must see the cleaned pin_id / image_sha256 above
+            pl.coalesce(pl.lit("pin:") + pl.col("pin_id"), pl.lit("sha:") + pl.col("image_sha256")).alias("_key"),
         )
         cap_t = Table(cap_t.name, cap_t.source, frame, cap_t.unparsed)
         no_key = pl.col("_key").is_null()

@@ -1,0 +1,111 @@
+"""Shared fixtures: repo paths, small hand-made input tables, and one cached build of the fixtures.
+
+Builds run the real pipeline (DuckDB, Polars, langdetect) and write real Parquet; the session-scoped
+builds are shared so that the many tests reading their outputs do not each pay for a build.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "fixtures"
+# Tests run from a checkout whether or not the package is installed.
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def write_table(frame: pl.DataFrame, path: Path, fmt: str) -> Path:
+    """Write `frame` as `<path>.<fmt>` (parquet, csv, jsonl) or as a folder `<path>/` of 2 Parquet parts."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "parquet":
+        out = path.with_suffix(".parquet")
+        frame.write_parquet(out)
+    elif fmt == "csv":
+        out = path.with_suffix(".csv")
+        frame.write_csv(out)
+    elif fmt == "jsonl":
+        out = path.with_suffix(".jsonl")
+        out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in frame.to_dicts()), encoding="utf-8")
+    elif fmt == "parts":
+        out = path
+        out.mkdir(parents=True, exist_ok=True)
+        half = frame.height // 2
+        frame.slice(0, half).write_parquet(out / "part-000.parquet")
+        frame.slice(half).write_parquet(out / "part-001.parquet")
+    else:  # pragma: no cover - test helper misuse
+        raise ValueError(fmt)
+    return out
+
+
+def small_tables() -> dict[str, pl.DataFrame]:
+    """Four small, valid input tables (all-text columns so every format round-trips them alike)."""
+    pins = pl.DataFrame(
+        {
+            "pin_id": ["p1", "p2", "p3", "p4"],
+            "title": ["Chocolate cake recipe", "Small garden ideas", "Recette de tarte aux pommes", "ねこのケーキ"],
+            "description": ["The best <b>moist</b> chocolate cake &amp; frosting for birthdays", None, "Une tarte simple et rapide pour le dessert du dimanche", ""],
+            "image": ["p1.jpg", "p2.jpg", None, "p4.jpg"],
+        }
+    )
+    boards = pl.DataFrame({"board_id": ["b1", "b2", "b3", "b4"], "title": ["Cakes", "  CAKES ", "Garden", "Desserts"]})
+    saves = pl.DataFrame(
+        {
+            "pin_id": ["p1", "p1", "p1", "p2", "p3", "p3"],
+            "board_id": ["b1", "b2", "b4", "b3", "b4", "b4"],
+            "user_id": ["u1", "u2", "u3", "u1", "u2", "u3"],
+        }
+    )
+    eng_rows = []
+    for u in ("u1", "u2", "u3"):
+        eng_rows += [
+            {"query": "chocolate cake", "pin_id": "p1", "action": "click", "user_id": u},
+            {"query": "Birthday Cake", "pin_id": "p1", "action": "save", "user_id": u},
+            {"query": "garden", "pin_id": "p2", "action": "closeup", "user_id": u},
+            {"query": "tarte", "pin_id": "p3", "action": "long_click", "user_id": u},
+        ]
+    eng_rows.append({"query": "cake", "pin_id": "p1", "action": "impression", "user_id": "u4"})
+    engagements = pl.DataFrame(eng_rows)
+    return {"pins": pins, "boards": boards, "saves": saves, "engagements": engagements}
+
+
+def write_inputs(folder: Path, tables: dict[str, pl.DataFrame], fmt: str = "parquet") -> Path:
+    """Write each table into `folder` in one format; returns the folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, frame in tables.items():
+        write_table(frame, folder / name, fmt)
+    return folder
+
+
+def build(out: Path, **settings: Any) -> dict[str, Any]:
+    """Run the real build quietly with the given BuildConfig settings; returns the manifest."""
+    from pinfeatures.build import run_build
+    from pinfeatures.config import BuildConfig
+
+    return run_build(BuildConfig(out=str(out), quiet=True, cache=str(out.parent / "cache"), **settings))
+
+
+@pytest.fixture(scope="session")
+def fixture_build(tmp_path_factory) -> Path:
+    """A build of fixtures/input (no captions), made once per session."""
+    out = tmp_path_factory.mktemp("fixture_build") / "out"
+    build(out, input=str(FIXTURES / "input"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def hostile_build(tmp_path_factory) -> Path:
+    """A build of fixtures/hostile with every variant, made once per session."""
+    out = tmp_path_factory.mktemp("hostile_build") / "out"
+    build(out, input=str(FIXTURES / "hostile"), variants="all")
+    return out
