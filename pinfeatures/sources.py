@@ -143,8 +143,8 @@ def read_located(tf: TableFile) -> Table:
     for f in tf.files:
         frame, bad = _read_file(f, tf.format, schema)
         frame = _check_and_cast(frame, schema, f)
-        frames.append(frame.with_columns(pl.lit(str(f)).alias("_file"), pl.int_range(1, frame.height + 1, dtype=pl.Int64).alias("_row"))
-                      if "_row" not in frame.columns else frame.with_columns(pl.lit(str(f)).alias("_file")))
+        frames.append(frame.with_columns(pl.lit(str(f)).cast(pl.Categorical).alias("_file"), pl.int_range(1, frame.height + 1, dtype=pl.Int64).alias("_row"))
+                      if "_row" not in frame.columns else frame.with_columns(pl.lit(str(f)).cast(pl.Categorical).alias("_file")))
         unparsed.append(bad)
     frame = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
     from pinfeatures.validate import empty_rejects
