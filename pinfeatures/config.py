@@ -71,6 +71,9 @@ class CaptionConfig:
     fetch_retries: int = 2
     fetch_concurrency: int = 8
     loader_workers: int = 4
+    cpu_threads: int = 0
+    """torch threads when captioning on the CPU; 0: auto = cores minus loader_workers (at least 1),
+    because loader threads and oversubscribed torch threads make every op wait on a barrier."""
     clip_check_model: str | None = None
     """open_clip `ARCH` (with clip_check_weights) for the CLIP-score quality check; None: off."""
     clip_check_weights: str | None = None
