@@ -68,6 +68,9 @@ def run_build(cfg: BuildConfig) -> dict[str, Any]:
             query_min_users=cfg.query_min_users,
         )
 
+    # the aggregates hold all the build needs of saves and engagements: free the big tables now
+    valid.saves = valid.engagements = valid.boards = None
+
     with progress.stage("text", "cleaning titles and descriptions"):
         pins = normalise_pins(valid.pins, cfg.max_source_chars)
 

@@ -21,70 +21,85 @@ reseeds for every text, so an answer does not depend on the process or the order
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
-import unicodedata
-from collections import Counter
 from typing import Iterable, Sequence
 
 import polars as pl
 
 UND = "und"
 
-# Scripts that langdetect maps to exactly one of its languages.
+# Scripts that langdetect maps to exactly one of its languages (Unicode script property names,
+# understood the same way by Rust's regex crate in Polars and by Python's `regex`).
 _SCRIPT_LANG = {
-    "HIRAGANA": "ja",
-    "KATAKANA": "ja",
-    "HANGUL": "ko",
-    "THAI": "th",
-    "GREEK": "el",
-    "HEBREW": "he",
-    "GUJARATI": "gu",
-    "GURMUKHI": "pa",
-    "TAMIL": "ta",
-    "TELUGU": "te",
-    "KANNADA": "kn",
-    "MALAYALAM": "ml",
-    "BENGALI": "bn",
+    "Hangul": "ko",
+    "Thai": "th",
+    "Greek": "el",
+    "Hebrew": "he",
+    "Gujarati": "gu",
+    "Gurmukhi": "pa",
+    "Tamil": "ta",
+    "Telugu": "te",
+    "Kannada": "kn",
+    "Malayalam": "ml",
+    "Bengali": "bn",
 }
+_KANA = r"[\p{Hiragana}\p{Katakana}]"
+_CJK = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]"
 
 
-def _script(ch: str) -> str:
-    name = unicodedata.name(ch, "")
-    return name.split(" ", 1)[0] if name else ""
+def quick_languages(texts: pl.Series, min_letters: int) -> pl.Series:
+    """Vectorised `quick_language` over a column: `und`, a language, or null (ask the model)."""
+    frame = pl.DataFrame({"t": texts}).with_columns(
+        pl.col("t").str.count_matches(r"\p{L}").alias("letters"),
+        pl.col("t").str.count_matches(_KANA).alias("kana"),
+        pl.col("t").str.count_matches(_CJK).alias("cjk"),
+        *[pl.col("t").str.count_matches(rf"\p{{{script}}}").alias(script) for script in _SCRIPT_LANG],
+    )
+    too_short = (pl.col("letters") < min_letters) & ((pl.col("cjk") == 0) | (pl.col("letters") < 2))
+    answer = pl.when(too_short).then(pl.lit(UND)).when(pl.col("kana") > 0).then(pl.lit("ja"))
+    for script, lang in _SCRIPT_LANG.items():
+        answer = answer.when(pl.col(script) * 2 > pl.col("letters")).then(pl.lit(lang))
+    return frame.select(answer.otherwise(pl.lit(None, pl.Utf8)).alias("quick")).to_series()
 
 
 def quick_language(text: str, min_letters: int) -> str | None:
-    """`und` for text with too few letters, a language for a one-language script, else None (ask langdetect)."""
-    letters = [ch for ch in text if ch.isalpha()]
-    if len(letters) < min_letters:
-        # CJK scripts carry a word in one or two characters: a short Japanese title is still Japanese.
-        if not any(_script(ch) in ("CJK", "HIRAGANA", "KATAKANA", "HANGUL") for ch in letters) or len(letters) < 2:
-            return UND
-    scripts = Counter(_script(ch) for ch in letters)
-    if any(s in ("HIRAGANA", "KATAKANA") for s in scripts):
-        return "ja"  # kana only occurs in Japanese, even mixed with kanji
-    top, n = scripts.most_common(1)[0]
-    if top in _SCRIPT_LANG and n * 2 > len(letters):
-        return _SCRIPT_LANG[top]
-    return None
+    """`und` for text with too few letters, a language for a one-language script, else None (ask the model).
+
+    CJK scripts carry a word in one or two characters, so a short Japanese title is still Japanese;
+    kana only occurs in Japanese, even mixed with kanji.
+    """
+    return quick_languages(pl.Series([text], dtype=pl.Utf8), min_letters)[0]
 
 
 def detect_many(texts: Iterable[str], *, seed: int = 0, workers: int = 0, min_letters: int = 8) -> tuple[dict[str, str], int]:
     """Language of each distinct text: ({text: code}, how many went to langdetect). workers=0: one per core."""
-    unique = list(dict.fromkeys(texts))
-    result: dict[str, str] = {}
-    ask: list[str] = []
-    for t in unique:
-        quick = quick_language(t, min_letters)
-        if quick is None:
-            ask.append(t)
-        else:
-            result[t] = quick
+    unique = pl.Series(list(dict.fromkeys(texts)), dtype=pl.Utf8)
+    quick = quick_languages(unique, min_letters)
+    result: dict[str, str] = {t: q for t, q in zip(unique.to_list(), quick.to_list()) if q is not None}
+    ask: list[str] = unique.filter(quick.is_null()).to_list()
     workers = workers or os.cpu_count() or 1
+    if workers > 1 and len(ask) >= _PARALLEL_MIN:
+        # one contiguous slice per process; spawn, not fork: the parent holds DuckDB/Polars thread pools
+        step = -(-len(ask) // workers)
+        slices = [(ask[i : i + step], seed) for i in range(0, len(ask), step)]
+        with mp.get_context("spawn").Pool(len(slices)) as pool:
+            answers = [code for part in pool.map(_detect_slice, slices, chunksize=1) for code in part]
+    else:
+        answers = _detect_slice((ask, seed))
+    result.update(zip(ask, answers))
+    return result, len(ask)
+
+
+# Below this many texts a second process costs more (spawn, loading the profiles) than it saves.
+_PARALLEL_MIN = 50_000
+
+
+def _detect_slice(args: tuple[list[str], int]) -> list[str]:
     from pinfeatures.langid import detect_hybrid
 
-    result.update(zip(ask, detect_hybrid(ask, seed=seed, workers=workers)))
-    return result, len(ask)
+    texts, seed = args
+    return detect_hybrid(texts, seed=seed, workers=1)
 
 
 def detect_languages(

@@ -37,6 +37,7 @@ def _normalize_phrase_arrow(values: pa.Array) -> pa.Array:
 
 def connect(threads: int | None = None, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with `normalize_phrase(VARCHAR) -> VARCHAR` registered."""
+    # no downloads, and no progress bar of DuckDB's own: our stages report progress (and --quiet means quiet)
     config: dict[str, Any] = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
     if threads:
         config["threads"] = threads
@@ -46,6 +47,7 @@ def connect(threads: int | None = None, memory_limit: str | None = None) -> duck
     # Insertion order is not part of any output (every SQL file orders what it returns);
     # dropping it lets DuckDB stream large aggregations with less memory.
     con.execute("SET preserve_insertion_order = false")
+    con.execute("SET enable_progress_bar = false")
     con.create_function(
         "normalize_phrase",
         _normalize_phrase_arrow,

@@ -3,8 +3,8 @@
 Two kinds of text get different treatment:
 
 * phrases typed by people, which are grouped and counted (search queries, board titles):
-  `normalize_phrase` folds them so that variants count together (Unicode NFKC, case fold,
-  whitespace collapsed) and scrubs personal data (e-mail addresses, phone numbers, URLs).
+  `normalize_phrase` folds them so that variants count together (markup stripped, entities
+  unescaped, Unicode NFKC, case fold, whitespace collapsed) and scrubs personal data (e-mail addresses, phone numbers, URLs).
   DuckDB calls it as a UDF on DISTINCT values (see sql/), and the pandas baseline calls
   the same function, so both sides count the same strings.
 * free text shown to the model (titles, descriptions, captions): `clean_text` keeps case
@@ -52,9 +52,12 @@ def scrub_pii(text: str) -> str:
 
 @lru_cache(maxsize=1 << 16)
 def normalize_phrase(text: str | None) -> str | None:
-    """NFKC, case fold, scrub personal data, collapse whitespace. None stays None; may return ''."""
+    """Strip markup, NFKC, case fold, scrub personal data, collapse whitespace. None stays None; may return ''."""
     if text is None:
         return None
+    text = _TAG_RE.sub(" ", text)
+    if "&" in text:
+        text = html.unescape(text)
     folded = unicodedata.normalize("NFKC", text).casefold()
     folded = _CONTROL_RE.sub(" ", _INVISIBLE_RE.sub("", folded))
     return _WS_RE.sub(" ", scrub_pii(folded)).strip()
