@@ -124,20 +124,23 @@ class CaptionCache:
 
     def get_many(self, sha256s: Sequence[str], fingerprint: str) -> dict[str, CachedCaption]:
         """Rows stored for these images under `fingerprint`, by sha256 (absent ones are left out)."""
-        found: dict[str, CachedCaption] = {}
-        uniq = list(dict.fromkeys(sha256s))
+        rows = self._select_in(
+            "SELECT sha256, caption, status, model, detail FROM captions WHERE fingerprint = ? AND sha256 IN ({marks})",
+            [fingerprint],
+            sha256s,
+        )
+        return {sha: CachedCaption(sha, caption, status, model, detail) for sha, caption, status, model, detail in rows}
+
+    def _select_in(self, sql: str, params: list, keys: Sequence[str]) -> list[tuple]:
+        """Run `sql` (with `{marks}` for the IN list) over the distinct keys, _CHUNK at a time:
+        SQLite caps the number of bound parameters per statement."""
+        uniq = list(dict.fromkeys(keys))
+        out: list[tuple] = []
         with self._lock:
             for i in range(0, len(uniq), _CHUNK):
                 chunk = uniq[i : i + _CHUNK]
-                marks = ",".join("?" * len(chunk))
-                rows = self._db.execute(
-                    f"SELECT sha256, caption, status, model, detail FROM captions "
-                    f"WHERE fingerprint = ? AND sha256 IN ({marks})",
-                    [fingerprint, *chunk],
-                ).fetchall()
-                for sha, caption, status, model, detail in rows:
-                    found[sha] = CachedCaption(sha, caption, status, model, detail)
-        return found
+                out.extend(self._db.execute(sql.format(marks=",".join("?" * len(chunk))), [*params, *chunk]).fetchall())
+        return out
 
     def put_many(self, rows: Iterable[tuple[str, str, str | None, str, str, str | None]]) -> int:
         """Store (sha256, fingerprint, caption, status, model, detail) rows in ONE transaction."""
@@ -170,18 +173,12 @@ class CaptionCache:
     # -- CLIP scores ---------------------------------------------------------------------
 
     def get_clip_scores(self, sha256s: Sequence[str], fingerprint: str, clip_fp: str) -> dict[str, float]:
-        out: dict[str, float] = {}
-        uniq = list(dict.fromkeys(sha256s))
-        with self._lock:
-            for i in range(0, len(uniq), _CHUNK):
-                chunk = uniq[i : i + _CHUNK]
-                marks = ",".join("?" * len(chunk))
-                for sha, score in self._db.execute(
-                    f"SELECT sha256, score FROM clip_scores WHERE fingerprint = ? AND clip_fp = ? AND sha256 IN ({marks})",
-                    [fingerprint, clip_fp, *chunk],
-                ):
-                    out[sha] = score
-        return out
+        rows = self._select_in(
+            "SELECT sha256, score FROM clip_scores WHERE fingerprint = ? AND clip_fp = ? AND sha256 IN ({marks})",
+            [fingerprint, clip_fp],
+            sha256s,
+        )
+        return dict(rows)
 
     def put_clip_scores(self, rows: Iterable[tuple[str, str, str, float]]) -> None:
         data = list(rows)

@@ -322,8 +322,6 @@ def ablation_rows(scored: pl.DataFrame, variants: Sequence[str], scorer: str, cf
         part = scored.filter(pl.col("variant") == v)
         ndcg, rho_mean, rho_pooled, n_rho = per_variant[v]
         ref, label = refs[v]
-        delta = _delta(per_variant[ref][0], ndcg, cfg) if ref is not None else {"delta": None, "ci_low": None, "ci_high": None}
-        pins = part.unique("pin_id")
         rows.append(
             {
                 "scorer": scorer,
@@ -331,18 +329,25 @@ def ablation_rows(scored: pl.DataFrame, variants: Sequence[str], scorer: str, cf
                 "row_label": label,
                 "reference": ref,
                 "n_queries": ndcg.height,
-                "n_pairs": part.height,
-                "coverage": float(pins.get_column("has_text").mean()) if pins.height else None,  # type: ignore[arg-type]
-                f"ndcg_at_{cfg.ndcg_k}": float(ndcg.get_column("ndcg").mean()) if ndcg.height else None,  # type: ignore[arg-type]
-                "delta": delta["delta"],
-                "ci_low": delta["ci_low"],
-                "ci_high": delta["ci_high"],
+                **_scores(part, ndcg, per_variant[ref][0] if ref is not None else None, cfg),
                 "spearman_query": rho_mean,
                 "spearman_pooled": rho_pooled,
                 "n_queries_spearman": n_rho,
             }
         )
     return rows
+
+
+def _scores(part: pl.DataFrame, ndcg: pl.DataFrame, reference_ndcg: pl.DataFrame | None, cfg: EvaluateConfig) -> dict[str, Any]:
+    """The columns every ablation row has: pairs, coverage, NDCG@k and the gain over the reference row."""
+    delta = _delta(reference_ndcg, ndcg, cfg) if reference_ndcg is not None else {"delta": None, "ci_low": None, "ci_high": None}
+    pins = part.unique("pin_id")
+    return {
+        "n_pairs": part.height,
+        "coverage": float(pins.get_column("has_text").mean()) if pins.height else None,  # type: ignore[arg-type]
+        f"ndcg_at_{cfg.ndcg_k}": float(ndcg.get_column("ndcg").mean()) if ndcg.height else None,  # type: ignore[arg-type]
+        **delta,
+    }
 
 
 def language_rows(scored: pl.DataFrame, languages: pl.DataFrame, variants: Sequence[str], scorer: str, cfg: EvaluateConfig) -> list[dict[str, Any]]:
@@ -361,8 +366,6 @@ def language_rows(scored: pl.DataFrame, languages: pl.DataFrame, variants: Seque
             part = sub.filter(pl.col("variant") == v)
             ndcg = ranked[v]
             ref, label = refs[v]
-            delta = _delta(ranked[ref], ndcg, cfg) if ref is not None else {"delta": None, "ci_low": None, "ci_high": None}
-            pins = part.unique("pin_id")
             rows.append(
                 {
                     "scorer": scorer,
@@ -372,12 +375,7 @@ def language_rows(scored: pl.DataFrame, languages: pl.DataFrame, variants: Seque
                     "reference": ref,
                     "n_queries": per_variant[v][0].height,
                     "n_queries_ranked": ndcg.height,
-                    "n_pairs": part.height,
-                    "coverage": float(pins.get_column("has_text").mean()) if pins.height else None,  # type: ignore[arg-type]
-                    f"ndcg_at_{cfg.ndcg_k}": float(ndcg.get_column("ndcg").mean()) if ndcg.height else None,  # type: ignore[arg-type]
-                    "delta": delta["delta"],
-                    "ci_low": delta["ci_low"],
-                    "ci_high": delta["ci_high"],
+                    **_scores(part, ndcg, ranked[ref] if ref is not None else None, cfg),
                     "spearman_query": per_variant[v][1],
                 }
             )
