@@ -164,7 +164,11 @@ def _read_file(path: Path, fmt: str, schema: TableSchema) -> tuple[pl.DataFrame,
             return pl.read_parquet(path), empty_rejects()
         if fmt == "csv":
             # Every CSV column as text: ids and titles must never be guessed into numbers or dates.
-            return pl.read_csv(path, infer_schema=False, encoding="utf8-lossy", truncate_ragged_lines=False), empty_rejects()
+            try:
+                return pl.read_csv(path, infer_schema=False, encoding="utf8-lossy", truncate_ragged_lines=False), empty_rejects()
+            except pl.exceptions.ComputeError:
+                # Polars reads whole files or fails; a ragged record should cost one row, not the file.
+                return _read_csv_by_record(path, schema)
         return _read_jsonl(path, schema)
     except InputError:
         raise
@@ -186,7 +190,8 @@ def _read_jsonl(path: Path, schema: TableSchema) -> tuple[pl.DataFrame, pl.DataF
     rows: list[int] = []
     bad: list[dict[str, Any]] = []
     n = 0
-    with path.open("r", encoding="utf-8", errors="replace") as fh:
+    # utf-8-sig: a byte-order mark some tools write must not break the first line
+    with path.open("r", encoding="utf-8-sig", errors="replace") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
                 continue  # blank lines are not rows
@@ -224,6 +229,37 @@ def _read_jsonl(path: Path, schema: TableSchema) -> tuple[pl.DataFrame, pl.DataF
         frame = pl.DataFrame({"_dummy": [None] * len(rows)}).drop("_dummy")
     frame = frame.with_columns(pl.Series("_row", rows, dtype=pl.Int64)) if rows or data else pl.DataFrame({"_row": pl.Series([], dtype=pl.Int64)})
     return frame, make_rejects(schema.name, str(path), bad)
+
+
+def _read_csv_by_record(path: Path, schema: TableSchema) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """CSV with the stdlib reader, for files Polars refuses: a record with more or fewer fields than
+    the header becomes a `malformed_csv` reject naming its row (1-based, header excluded)."""
+    import csv
+
+    from pinfeatures.validate import make_rejects
+
+    with path.open("r", encoding="utf-8-sig", errors="replace", newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if not header:
+            raise InputError("empty CSV: no header line", file=str(path))
+        names: list[str] = []
+        for h in (h.strip() for h in header):  # a repeated header name gets a suffix, as Polars does
+            names.append(h if h not in names else f"{h}_duplicated_{sum(n.startswith(h + '_duplicated_') for n in names)}")
+        rows: list[list[str | None]] = []
+        numbers: list[int] = []
+        bad: list[dict[str, Any]] = []
+        for n, record in enumerate(reader, start=1):
+            if not record:
+                continue  # blank line
+            if len(record) != len(names):
+                bad.append(dict(row=n, column=None, reason="malformed_csv",
+                                detail=f"{len(record)} fields, the header has {len(names)}", record=json.dumps(record, ensure_ascii=False)[:2000]))
+                continue
+            rows.append([v if v != "" else None for v in record])
+            numbers.append(n)
+    frame = pl.DataFrame({name: [r[i] for r in rows] for i, name in enumerate(names)}, schema={n: pl.Utf8 for n in names})
+    return frame.with_columns(pl.Series("_row", numbers, dtype=pl.Int64)), make_rejects(schema.name, str(path), bad)
 
 
 # -- schema ------------------------------------------------------------------------

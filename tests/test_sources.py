@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -160,5 +162,64 @@ def test_unreadable_file_is_an_input_error(tmp_path):
     path = tmp_path / "pins.parquet"
     path.write_bytes(b"this is not parquet")
     with pytest.raises(InputError, match="cannot read as parquet") as err:
+        read_table(path, "pins")
+    assert err.value.file == str(path)
+
+
+def test_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
+    """Excel and some exporters start UTF-8 files with a BOM; it must not rename `pin_id` or break line 1."""
+    row = {"pin_id": "p1", "title": "Cake", "description": "Nice", "image": "a.jpg"}
+    (tmp_path / "pins.csv").write_text("\ufeffpin_id,title,description,image\np1,Cake,Nice,a.jpg\n", encoding="utf-8")
+    (tmp_path / "pins.jsonl").write_text("\ufeff" + json.dumps(row) + "\n", encoding="utf-8")
+    for name in ("pins.csv", "pins.jsonl"):
+        t = read_table(tmp_path / name, "pins")
+        assert t.frame.select("pin_id", "title").rows() == [("p1", "Cake")], name
+        assert t.unparsed.height == 0, name
+
+
+def test_ragged_csv_record_is_a_reject_naming_its_row(tmp_path):
+    path = tmp_path / "pins.csv"
+    path.write_text(
+        "pin_id,title,description,image\n"
+        "p1,Cake,Nice,a.jpg\n"
+        "p2,Pie,Good,b.jpg,EXTRA,MORE\n"
+        'p3,"Tart, apple",Fine,c.jpg\n'
+        "p4,Short\n",
+        encoding="utf-8",
+    )
+    t = read_table(path, "pins")
+    assert t.frame.select("pin_id", "title", "_row").rows() == [("p1", "Cake", 1), ("p3", "Tart, apple", 3)]
+    bad = t.unparsed.select("table", "file", "row", "reason", "detail").rows()
+    assert bad == [
+        ("pins", str(path), 2, "malformed_csv", "6 fields, the header has 4"),
+        ("pins", str(path), 4, "malformed_csv", "2 fields, the header has 4"),
+    ]
+
+
+def test_ragged_csv_rows_are_counted_in_the_build(tmp_path):
+    tables = small_tables()
+    folder = write_inputs(tmp_path / "in", {k: v for k, v in tables.items() if k != "pins"})
+    (folder / "pins.csv").write_text(
+        "pin_id,title,description,image\np1,Cake,Nice,a.jpg\np2,Pie,Good,b.jpg,EXTRA\n", encoding="utf-8"
+    )
+    manifest = build(tmp_path / "out", input=str(folder))
+    assert manifest["counts"]["pins"] == {"read": 2, "valid": 1, "rejected": 1}
+    assert manifest["rejects"]["pins"] == {"malformed_csv": 1}
+
+
+def test_empty_tables_build_empty_outputs(tmp_path):
+    tables = {name: frame.clear() for name, frame in small_tables().items()}
+    folder = write_inputs(tmp_path / "in", tables)
+    manifest = build(tmp_path / "out", input=str(folder))
+    assert manifest["counts"]["pins"] == {"read": 0, "valid": 0, "rejected": 0}
+    assert pl.read_parquet(tmp_path / "out" / "features.parquet").height == 0
+    texts = pl.read_parquet(tmp_path / "out" / "texts.parquet")
+    assert texts.height == 0 and texts.columns == ["pin_id", "variant", "text", "n_tokens", "truncated"]
+
+
+def test_empty_csv_file_is_an_input_error(tmp_path):
+    path = tmp_path / "pins.csv"
+    path.write_text("", encoding="utf-8")
+    with pytest.raises(InputError, match="empty") as err:
         read_table(path, "pins")
     assert err.value.file == str(path)
