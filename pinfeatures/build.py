@@ -41,6 +41,8 @@ def run_build(cfg: BuildConfig) -> dict[str, Any]:
         raise ConfigError("--out is required: the folder the build writes to")
     if not cfg.input and not cfg.pins:
         raise ConfigError("give --input DIR (a folder with pins, boards, saves, engagements) or each table (--pins F ...)")
+    if cfg.images_root and not Path(cfg.images_root).is_dir():
+        raise ConfigError(f"--images-root {cfg.images_root}: not a folder")
     variants = expand(cfg.variants)
     counter = make_counter(cfg.tokenizer)
     out = Path(cfg.out)

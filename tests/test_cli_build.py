@@ -116,3 +116,12 @@ def test_variants_command():
     assert stdout.splitlines() == ["title+queries\t2 source(s)", "title\t1 source(s)"]
     code, _, stderr = run_cli("variants", "title+title")
     _one_line_error(code, stderr, "repeated")
+
+
+def test_images_root_that_is_not_a_folder_is_a_one_line_error(tmp_path):
+    result = CliRunner().invoke(
+        cli, ["build", "--input", str(FIXTURES / "input"), "--images-root", str(tmp_path / "nope"), "--out", str(tmp_path / "out"), "-q"]
+    )
+    assert result.exit_code == 2
+    assert result.output.strip() == f"pinfeatures: error: --images-root {tmp_path / 'nope'}: not a folder"
+    assert not (tmp_path / "out").exists()
