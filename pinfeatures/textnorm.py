@@ -34,6 +34,9 @@ PHONE_RE = re.compile(
     r"|\b[0-9]{9,15}\b"
 )
 _WS_RE = re.compile(r"\s+")
+MAX_PHRASE_CHARS = 500
+"""A query or board title longer than this is cut: no real one is, and a hostile one must not cost
+regex time in scrubbing or land whole in a pin's features."""
 
 # -- free text ----------------------------------------------------------------------
 _TAG_RE = re.compile(r"<(?:[a-zA-Z!/?][^<>]{0,1000})>")
@@ -55,12 +58,13 @@ def normalize_phrase(text: str | None) -> str | None:
     """Strip markup, NFKC, case fold, scrub personal data, collapse whitespace. None stays None; may return ''."""
     if text is None:
         return None
+    text = text[: 4 * MAX_PHRASE_CHARS]  # bound the work before markup and NFKC (which may grow it)
     text = _TAG_RE.sub(" ", text)
     if "&" in text:
         text = html.unescape(text)
     folded = unicodedata.normalize("NFKC", text).casefold()
     folded = _CONTROL_RE.sub(" ", _INVISIBLE_RE.sub("", folded))
-    return _WS_RE.sub(" ", scrub_pii(folded)).strip()
+    return _WS_RE.sub(" ", scrub_pii(folded)).strip()[:MAX_PHRASE_CHARS].rstrip()
 
 
 def clean_text(text: str | None, max_chars: int) -> str | None:

@@ -85,3 +85,13 @@ def test_clean_text_none_and_cap():
     huge = "word " * 40_000  # 200 KB
     out = clean_text(huge, 4000)
     assert out is not None and len(out) <= 4000 and out.startswith("word word") and not out.endswith(" ")
+
+
+def test_huge_phrases_are_capped():
+    from pinfeatures.textnorm import MAX_PHRASE_CHARS
+
+    huge = "chocolate cake " * 200_000  # 3 MB
+    out = normalize_phrase(huge)
+    assert 0 < len(out) <= MAX_PHRASE_CHARS
+    assert out.startswith("chocolate cake chocolate cake")
+    assert not out.endswith(" ")
