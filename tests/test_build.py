@@ -6,6 +6,8 @@ import hashlib
 import json
 
 import polars as pl
+
+from pinfeatures.config import CaptionConfig
 import pytest
 
 from conftest import FIXTURES, build
@@ -145,3 +147,41 @@ def test_build_errors(tmp_path):
             (d / f).write_bytes((FIXTURES / "input" / f).read_bytes())
         build(tmp_path / "o", input=str(d))
     assert not (tmp_path / "o").exists()  # nothing half-written
+
+
+def test_precomputed_captions_by_pin_and_by_image_sha256(tmp_path):
+    """A captions table wins over the model: by pin_id, else by the sha256 of the pin's image bytes."""
+    import shutil
+
+    folder = tmp_path / "in"
+    shutil.copytree(FIXTURES / "input", folder)
+    pins = pl.read_parquet(folder / "pins.parquet")
+    first = pins.row(0, named=True)
+    # an image shared by several pins (repins), for the sha256 route
+    shared = pins.filter(pl.col("image").is_not_null() & ~pl.col("image").str.starts_with("http")).group_by("image").len().filter(pl.col("len") > 1).sort("image").row(0, named=True)["image"]
+    sha = hashlib.sha256((FIXTURES / "images" / shared).read_bytes()).hexdigest()
+    pl.DataFrame(
+        {"pin_id": [first["pin_id"], None], "image_sha256": [None, sha.upper()], "caption": ["Given <b>caption</b>", "Caption by image"]}
+    ).write_csv(folder / "captions.csv")
+    sharing = set(pins.filter(pl.col("image") == shared).get_column("pin_id").to_list()) - {first["pin_id"]}
+
+    for model in (None, "demo"):
+        out = tmp_path / f"out-{model}"
+        manifest = build(out, input=str(folder), images_root=str(FIXTURES / "images"), caption=CaptionConfig(model=model))
+        features = pl.read_parquet(out / "features.parquet")
+        by_pin = {r["pin_id"]: r for r in features.iter_rows(named=True)}
+        assert by_pin[first["pin_id"]]["caption"] == "Given caption"  # cleaned like every text
+        assert by_pin[first["pin_id"]]["caption_status"] == "precomputed"
+        for pid in sharing:
+            assert by_pin[pid]["caption"] == "Caption by image"
+            assert by_pin[pid]["caption_status"] == "precomputed"
+            assert by_pin[pid]["image_sha256"] == sha
+        others = features.filter(~pl.col("pin_id").is_in([first["pin_id"], *sharing]))
+        statuses = set(others.get_column("caption_status").to_list())
+        if model is None:
+            assert statuses == {"skipped"}
+            assert others.get_column("caption").null_count() == others.height
+        else:
+            assert "ok" in statuses and "precomputed" not in statuses and "skipped" not in statuses
+        assert manifest["caption"]["precomputed"] == 1 + len(sharing)
+        assert manifest["counts"]["captions"] == {"read": 2, "valid": 2, "rejected": 0}
