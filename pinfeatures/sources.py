@@ -146,7 +146,8 @@ def read_located(tf: TableFile) -> Table:
         frames.append(frame.with_columns(pl.lit(str(f)).cast(pl.Categorical).alias("_file"), pl.int_range(1, frame.height + 1, dtype=pl.Int64).alias("_row"))
                       if "_row" not in frame.columns else frame.with_columns(pl.lit(str(f)).cast(pl.Categorical).alias("_file")))
         unparsed.append(bad)
-    frame = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
+    # no rechunk: one contiguous copy of a 20M-row table would double its memory for nothing
+    frame = pl.concat(frames, how="diagonal_relaxed", rechunk=False) if len(frames) > 1 else frames[0]
     from pinfeatures.validate import empty_rejects
 
     unparsed_df = pl.concat([empty_rejects(), *unparsed], how="vertical_relaxed")
