@@ -143,8 +143,9 @@ def read_located(tf: TableFile) -> Table:
     for f in tf.files:
         frame, bad = _read_file(f, tf.format, schema)
         frame = _check_and_cast(frame, schema, f)
-        frames.append(frame.with_columns(pl.lit(str(f)).cast(pl.Categorical).alias("_file"), pl.int_range(1, frame.height + 1, dtype=pl.Int64).alias("_row"))
-                      if "_row" not in frame.columns else frame.with_columns(pl.lit(str(f)).cast(pl.Categorical).alias("_file")))
+        if "_row" not in frame.columns:  # the line-by-line readers number rows themselves, skipping bad ones
+            frame = frame.with_columns(pl.int_range(1, frame.height + 1, dtype=pl.Int64).alias("_row"))
+        frames.append(frame.with_columns(pl.lit(str(f)).cast(pl.Categorical).alias("_file")))
         unparsed.append(bad)
     # no rechunk: one contiguous copy of a 20M-row table would double its memory for nothing
     frame = pl.concat(frames, how="diagonal_relaxed", rechunk=False) if len(frames) > 1 else frames[0]

@@ -16,11 +16,7 @@ import html
 
 import polars as pl
 
-# Same rules as textnorm._TAG_RE / _CONTROL_RE / _INVISIBLE_RE, in Rust regex syntax.
-# Bounded like the reference, so "a<b ... (far away) ... c>d" in prose is not eaten as one tag.
-TAG_PATTERN = r"<[a-zA-Z!/?][^<>]{0,1000}>"
-CONTROL_PATTERN = r"[\x00-\x1f\x7f-\x9f]"
-INVISIBLE_PATTERN = "[\u200b\u202a-\u202e\u2066-\u2069\ufeff\u2028\u2029]"
+from pinfeatures.textnorm import CONTROL_PATTERN, INVISIBLE_PATTERN, TAG_PATTERN
 
 
 def _unescape(series: pl.Series) -> pl.Series:

@@ -39,11 +39,17 @@ MAX_PHRASE_CHARS = 500
 regex time in scrubbing or land whole in a pin's features."""
 
 # -- free text ----------------------------------------------------------------------
-_TAG_RE = re.compile(r"<(?:[a-zA-Z!/?][^<>]{0,1000})>")
+# The pattern strings are shared with text.py, which runs them in Rust (Polars) on whole columns:
+# they keep to syntax both engines read (hex escapes and literal characters, no \u escapes).
+# Tags are bounded, so "a<b ... (far away) ... c>d" in prose is not eaten as one tag.
+TAG_PATTERN = r"<[a-zA-Z!/?][^<>]{0,1000}>"
 # C0/C1 controls become spaces; bidi overrides/isolates, zero-width space and BOM are removed
 # (ZWJ/ZWNJ stay: Persian and Indic scripts need them).
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_INVISIBLE_RE = re.compile(r"[\u200b\u202a-\u202e\u2066-\u2069\ufeff\u2028\u2029]")
+CONTROL_PATTERN = r"[\x00-\x1f\x7f-\x9f]"
+INVISIBLE_PATTERN = "[\u200b\u202a-\u202e\u2066-\u2069\ufeff\u2028\u2029]"
+_TAG_RE = re.compile(TAG_PATTERN)
+_CONTROL_RE = re.compile(CONTROL_PATTERN)
+_INVISIBLE_RE = re.compile(INVISIBLE_PATTERN)
 
 
 def scrub_pii(text: str) -> str:

@@ -17,7 +17,7 @@ not fit; only a single word longer than the budget (or unspaced CJK text) is cut
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import polars as pl
 import regex
@@ -115,7 +115,3 @@ def truncate(text: str, budget: int, counter: TokenCounter) -> tuple[str, bool]:
         if start > 0:
             cut = start
     return text[:cut].rstrip(), True
-
-
-def truncate_many(texts: Sequence[str], budget: int, counter: TokenCounter) -> list[tuple[str, bool]]:
-    return [truncate(t, budget, counter) for t in texts]
