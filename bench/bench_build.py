@@ -5,7 +5,7 @@
 
 One run:
   1. generates the data with bench/make_synthetic.py unless --data already holds that size;
-  2. runs `pinfeatures.build.run_build` (caption model None) in a subprocess, sampling the RSS of
+  2. runs `pinfeatures.build.run.run_build` (caption model None) in a subprocess, sampling the RSS of
      its whole process tree (language detection spawns workers), and reads the per-stage
      timings from its manifest.json;
   3. runs bench/pandas_baseline.py in a subprocess, measured the same way;
@@ -39,7 +39,7 @@ GiB = 1024**3
 
 BUILD_SNIPPET = """
 import json, sys
-from pinfeatures.build import run_build
+from pinfeatures.build.run import run_build
 from pinfeatures.config import make_config
 cfg = make_config(input=sys.argv[1], out=sys.argv[2], cache=sys.argv[3], quiet=True, caption__model=None)
 run_build(cfg)
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # -- pinfeatures build
     build_out = work / "build"
-    print("build: running pinfeatures.build.run_build (no captions) ...", flush=True)
+    print("build: running pinfeatures.build.run.run_build (no captions) ...", flush=True)
     b = measure([sys.executable, "-c", BUILD_SNIPPET, str(data), str(build_out), str(work / "cache")], env, args.timeout)
     if b["returncode"] != 0:
         print(b["stderr"][-4000:], file=sys.stderr)

@@ -40,8 +40,8 @@ import numpy as np
 import polars as pl
 from PIL import Image
 
-from pinfeatures.caption import caption_pins
-from pinfeatures.captioners import load_captioner, resolve_model
+from pinfeatures.caption.backends import load_captioner, resolve_model
+from pinfeatures.caption.loop import caption_pins
 from pinfeatures.config import CaptionConfig
 
 

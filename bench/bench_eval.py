@@ -25,9 +25,9 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from pinfeatures.config import SOURCES  # noqa: E402
-from pinfeatures.embed import default_model_dir, load_encoder, semantic_scores  # noqa: E402
-from pinfeatures.lexical import bm25_scores  # noqa: E402
+from pinfeatures.contracts import SOURCES  # noqa: E402
+from pinfeatures.evaluate.embed import default_model_dir, load_encoder, semantic_scores  # noqa: E402
+from pinfeatures.evaluate.lexical import bm25_scores  # noqa: E402
 
 WORDS = (
     "living room boho decor sofa rattan chair plant kitchen tile blue white wood oak table lamp "

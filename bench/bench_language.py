@@ -1,4 +1,4 @@
-"""Benchmark pinfeatures.langid against seeded langdetect: speed and agreement.
+"""Benchmark pinfeatures.build.language_model against seeded langdetect: speed and agreement.
 
     .venv/bin/python bench/make_synthetic.py --out /tmp/lang_syn --pins 20000 --saves 1000 --engagements 1000
     .venv/bin/python bench/bench_language.py --synthetic /tmp/lang_syn --n 3000
@@ -27,11 +27,11 @@ import polars as pl
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pinfeatures import langid  # noqa: E402
+from pinfeatures.build import language_model as langid  # noqa: E402
 
 
 def stage_texts(pins_parquet: Path) -> list[str]:
-    """Distinct title + ' ' + description, stripped, first 200 chars (as pinfeatures.language does)."""
+    """Distinct title + ' ' + description, stripped, first 200 chars (as pinfeatures.build.language does)."""
     df = pl.read_parquet(pins_parquet, columns=["title", "description"])
     col = (
         pl.concat_str([pl.col("title").fill_null(""), pl.col("description").fill_null("")], separator=" ")

@@ -35,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parent.parent
 

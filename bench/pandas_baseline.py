@@ -5,9 +5,9 @@
 Writes OUT/boards.parquet (pin_id, boards: list[str]), OUT/queries.parquet (pin_id, queries:
 list[str]) and OUT/timings.json ({read, boards, queries, aggregate, total} seconds).
 
-Same rules as the DuckDB aggregation in sql/ (pinfeatures.aggregate):
+Same rules as the DuckDB aggregation in sql/ (pinfeatures.build.aggregate):
 
-* board titles per pin: normalise titles with `pinfeatures.textnorm.normalize_phrase` (on the
+* board titles per pin: normalise titles with `pinfeatures.build.scrub.normalize_phrase` (on the
   unique values), drop empty ones, count saves per (pin, normalised title), rank by count desc
   then title asc, keep the top `cfg.board_top_k`.
 * top queries per pin: normalise queries the same way, drop empty ones; score = sum of
@@ -34,9 +34,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere in the checkout
     sys.path.insert(0, str(ROOT))
 
-from pinfeatures.config import ACTIONS, BuildConfig, make_config  # noqa: E402
+from pinfeatures.build.scrub import normalize_phrase  # noqa: E402
+from pinfeatures.config import BuildConfig, make_config  # noqa: E402
+from pinfeatures.contracts import ACTIONS  # noqa: E402
 from pinfeatures.errors import InputError  # noqa: E402
-from pinfeatures.textnorm import normalize_phrase  # noqa: E402
 
 
 def find_table(input_dir: str | Path, name: str) -> Path | None:
@@ -151,7 +152,7 @@ def pandas_aggregate(input_dir: str | Path, cfg: Any = None, timings: dict | Non
         ev = ev.assign(query=normalize_unique(ev["query"].astype("string"))).dropna(subset=["query"])
         engaged = ev["action"] != "impression"
         cols = {"score": ev["action"].map(weights).astype("float64"), "engaged": engaged}
-        # a user_id column that is entirely empty counts as absent (as in pinfeatures.aggregate)
+        # a user_id column that is entirely empty counts as absent (as in pinfeatures.build.aggregate)
         has_users = "user_id" in ev.columns and bool(ev["user_id"].notna().any())
         if has_users:
             cols["eng_user"] = as_id(ev["user_id"]).where(engaged)

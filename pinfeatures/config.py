@@ -32,12 +32,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from pinfeatures.contracts import ACTIONS, SOURCES
 from pinfeatures.errors import ConfigError
-
-SOURCES: tuple[str, ...] = ("caption", "title", "description", "boards", "queries")
-"""The five text sources, in ladder order (the order variant names use)."""
-
-ACTIONS: tuple[str, ...] = ("impression", "click", "closeup", "save", "long_click")
 
 
 def default_cache_dir() -> str:

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import duckdb
 import pyarrow as pa
 
-from pinfeatures.textnorm import normalize_phrase
+from pinfeatures.build.scrub import normalize_phrase
 
 
 @lru_cache(maxsize=1)

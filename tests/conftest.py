@@ -89,7 +89,7 @@ def write_inputs(folder: Path, tables: dict[str, pl.DataFrame], fmt: str = "parq
 
 def build(out: Path, **settings: Any) -> dict[str, Any]:
     """Run the real build quietly with the given BuildConfig settings; returns the manifest."""
-    from pinfeatures.build import run_build
+    from pinfeatures.build.run import run_build
     from pinfeatures.config import BuildConfig
 
     return run_build(BuildConfig(out=str(out), quiet=True, cache=str(out.parent / "cache"), **settings))

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pinfeatures.textnorm import normalize_phrase
+from pinfeatures.build.scrub import normalize_phrase
 
 ROOT = Path(__file__).resolve().parent.parent
 FIX = ROOT / "fixtures"

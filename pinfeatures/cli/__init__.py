@@ -30,7 +30,13 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from pinfeatures.cli import build_cmd, caption_cmd, evaluate_cmd, pairs_cmd, report_cmd
+    from pinfeatures.cli import (
+        build_cmd,
+        caption_cmd,
+        evaluate_cmd,
+        pairs_cmd,
+        report_cmd,
+    )
 
     cli.add_command(build_cmd.build)
     cli.add_command(build_cmd.variants)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from pinfeatures.config import make_config
-from pinfeatures.variants import expand, variant_sources
+from pinfeatures.contracts import expand, variant_sources
 
 
 @click.command()
@@ -31,7 +31,7 @@ from pinfeatures.variants import expand, variant_sources
 def build(input_dir, out, images_root, pins, boards, saves, engagements, captions, variants, caption_model, caption_weights,
           cache, tokenizer, max_tokens, query_min_users, retry_failed, report, config_file, quiet) -> None:
     """Build features.parquet, texts.parquet, rejects.parquet and manifest.json from the input tables."""
-    from pinfeatures.build import run_build
+    from pinfeatures.build.run import run_build
 
     cfg = make_config(
         config_file,

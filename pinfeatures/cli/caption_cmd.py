@@ -1,7 +1,7 @@
 """`pinfeatures caption`: run the caption stage alone on a pins table.
 
 Reads pins (`--input DIR` holding pins.parquet/csv/jsonl, or `--pins FILE`) through
-pinfeatures.sources, captions the images, and writes OUT/captions.parquet (`pin_id`,
+pinfeatures.build.read, captions the images, and writes OUT/captions.parquet (`pin_id`,
 `caption`, `caption_status`, `image_sha256`, `image`) and OUT/caption_manifest.json (the
 stage's stats). A later `pinfeatures build --captions OUT/captions.parquet` can use them,
 and a build with the same model reuses the cache either way.
@@ -33,10 +33,10 @@ import click
 def caption(input_dir, pins_file, images_root, model, weights, cache, out, retry_failed, batch_size, device, dtype,
             config_file, quiet) -> None:
     """Caption each pin's image with a vision-language model (cached by image sha256)."""
-    from pinfeatures.caption import caption_pins
+    from pinfeatures.build.read import locate, read_located
+    from pinfeatures.caption.loop import caption_pins
     from pinfeatures.config import make_config
     from pinfeatures.errors import ConfigError
-    from pinfeatures.sources import locate, read_located
 
     cfg = make_config(
         config_file, input=input_dir, pins=pins_file, images_root=images_root, cache=cache, quiet=quiet,

@@ -33,7 +33,7 @@ def evaluate(build_dir, judgments, model, out, variants, scorers, ndcg_k, gain, 
     Writes ablation.md, ablation.csv, ablation.json, by_language.csv, scores.parquet and
     rejects.parquet under --out.
     """
-    from pinfeatures.evaluate import run_evaluate
+    from pinfeatures.evaluate.run import run_evaluate
 
     cfg = make_config(
         config_file,

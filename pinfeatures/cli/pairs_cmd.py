@@ -25,7 +25,7 @@ from pinfeatures.config import make_config
 @click.option("--quiet", is_flag=True, help="Print nothing but errors.")
 def pairs(build_dir, judgments, sample, out, fmt, variants, bands, by_country, allocation, per_stratum_size, seed, config_file, quiet) -> None:
     """Write one row per (query, pin, variant) with its text, and its label or stratum and sampling weight."""
-    from pinfeatures.pairs import run_pairs
+    from pinfeatures.pairs.sample import run_pairs
 
     if bands is not None:
         try:

@@ -25,7 +25,7 @@ def report(build_dir, images_root, pins, sample_pins, seed, thumbnail_px, out, c
     """
     from pathlib import Path
 
-    from pinfeatures.report import write_report
+    from pinfeatures.report.run import write_report
 
     cfg = make_config(
         config_file,

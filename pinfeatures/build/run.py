@@ -1,0 +1,281 @@
+"""`pinfeatures build`: input tables to features.parquet, texts.parquet, rejects.parquet, manifest.json.
+
+    read (sources) -> validate -> aggregate (DuckDB) -> text (Polars) -> language -> caption
+    -> features -> assemble (variants, budgets) -> write
+
+`run_build(cfg)` is the one public function; its arguments are the CLI's flags (BuildConfig).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from pinfeatures import __version__
+from pinfeatures.build.aggregate import aggregate
+from pinfeatures.build.assemble import assemble_texts
+from pinfeatures.build.language import detect_languages
+from pinfeatures.build.read import input_tables, read_located
+from pinfeatures.build.text import clean_column, normalise_pins
+from pinfeatures.build.tokens import make_counter
+from pinfeatures.build.validate import validate_tables
+from pinfeatures.config import BuildConfig
+from pinfeatures.contracts import SOURCES, expand
+from pinfeatures.errors import ConfigError
+from pinfeatures.progress import Progress
+
+FEATURE_COLUMNS = ("pin_id", "title", "description", "caption", "boards", "queries", "language", "caption_status", "image_sha256", "image")
+PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 3, "statistics": True, "row_group_size": 100_000}
+
+
+def run_build(cfg: BuildConfig) -> dict[str, Any]:
+    """Run the whole build and write its four outputs (plus query_pins.parquet) to cfg.out. Returns the manifest."""
+    if not cfg.out:
+        raise ConfigError("--out is required: the folder the build writes to")
+    if not cfg.input and not cfg.pins:
+        raise ConfigError("give --input DIR (a folder with pins, boards, saves, engagements) or each table (--pins F ...)")
+    if cfg.images_root and not Path(cfg.images_root).is_dir():
+        raise ConfigError(f"--images-root {cfg.images_root}: not a folder")
+    variants = expand(cfg.variants)
+    counter = make_counter(cfg.tokenizer)
+    out = Path(cfg.out)
+    progress = Progress(cfg.quiet)
+    started = time.perf_counter()
+
+    with progress.stage("read", "finding and reading the input tables"):
+        located = input_tables(cfg)
+        tables = {name: read_located(tf) for name, tf in located.items()}
+        fingerprints = {name: tf.fingerprint() for name, tf in located.items()}
+
+    with progress.stage("validate", "checking ids, references and actions"):
+        valid = validate_tables(tables)
+    for name, c in valid.counts.items():
+        progress.say(f"  {name}: read {c['read']}, valid {c['valid']}, rejected {c['rejected']}")
+
+    with progress.stage("aggregate", "board titles and top queries per pin (DuckDB)"):
+        agg = aggregate(
+            valid.saves,
+            valid.boards,
+            valid.engagements,
+            action_weights=cfg.action_weights,
+            board_top_k=cfg.board_top_k,
+            query_top_k=cfg.query_top_k,
+            query_min_users=cfg.query_min_users,
+        )
+
+    # the aggregates hold all the build needs of saves and engagements: free the big tables now
+    valid.saves = valid.engagements = valid.boards = None
+
+    with progress.stage("text", "cleaning titles and descriptions"):
+        pins = normalise_pins(valid.pins, cfg.max_source_chars)
+
+    with progress.stage("language", "detecting languages"):
+        pins, language_stats = detect_languages(
+            pins,
+            max_chars=cfg.langdetect_max_chars,
+            min_letters=cfg.langdetect_min_letters,
+            seed=cfg.langdetect_seed,
+            workers=cfg.langdetect_workers,
+        )
+
+    with progress.stage("caption", "captions (precomputed table and/or model)"):
+        captions, caption_stats = attach_captions(pins, valid.captions, cfg, images_root(cfg, located), progress)
+
+    features = _features(pins, captions, agg.pin_boards, agg.pin_queries, cfg)
+
+    with progress.stage("assemble", f"{len(variants)} variant(s) x {features.height} pins"):
+        texts = assemble_texts(features, variants, cfg, counter)
+
+    with progress.stage("write", f"writing to {out}"):
+        out.mkdir(parents=True, exist_ok=True)
+        features.write_parquet(out / "features.parquet", **PARQUET_OPTIONS)
+        texts.write_parquet(out / "texts.parquet", **PARQUET_OPTIONS)
+        valid.rejects.write_parquet(out / "rejects.parquet", **PARQUET_OPTIONS)
+        agg.query_pins.write_parquet(out / "query_pins.parquet", **PARQUET_OPTIONS)
+
+    timings = dict(progress.timings)
+    timings["total"] = time.perf_counter() - started
+    manifest = _manifest(cfg, fingerprints, valid, agg.stats, language_stats, caption_stats, features, texts, variants, counter.name, timings)
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    progress.say(f"wrote {features.height} pins, {texts.height} texts, {valid.rejects.height} rejects to {out} in {timings['total']:.1f}s")
+
+    if cfg.report:
+        from pinfeatures.report.run import write_report
+
+        with progress.stage("report", "writing report.html"):
+            path = write_report(out, cfg.report_settings, images_root=images_root(cfg, located))
+        progress.say(f"report: {path}")
+    return manifest
+
+
+def images_root(cfg: BuildConfig, located: dict[str, Any] | None = None) -> Path | None:
+    """--images-root, else the input folder, else the pins file's folder: local image paths are confined to it."""
+    if cfg.images_root:
+        return Path(cfg.images_root)
+    if cfg.input:
+        return Path(cfg.input)
+    if located and "pins" in located:
+        return located["pins"].path.parent
+    return None
+
+
+def attach_captions(
+    pins: pl.DataFrame, precomputed: pl.DataFrame | None, cfg: BuildConfig, root: Path | None, progress: Progress
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """pin_id, caption, caption_status, image_sha256 for every pin.
+
+    A precomputed caption (by pin_id, else by image sha256) wins; the caption model, when one is
+    set, captions the rest; without either the status is `skipped`.
+    """
+    base = pins.select("pin_id", pl.col("image").cast(pl.Utf8))
+    result = base.with_columns(
+        pl.lit(None, pl.Utf8).alias("caption"), pl.lit("skipped").alias("caption_status"), pl.lit(None, pl.Utf8).alias("image_sha256")
+    )
+    stats: dict[str, Any] = {"model": cfg.caption.model, "pins": pins.height}
+    if precomputed is not None and precomputed.height:
+        by_pin = precomputed.filter(pl.col("pin_id").is_not_null()).select("pin_id", pl.col("caption").alias("_pre"))
+        result = result.join(by_pin, on="pin_id", how="left", maintain_order="left")
+        by_sha = precomputed.filter(pl.col("pin_id").is_null() & pl.col("image_sha256").is_not_null())
+        if by_sha.height:
+            need = result.filter(pl.col("_pre").is_null() & pl.col("image").is_not_null())
+            hashes = _hash_images(need.get_column("image").to_list(), root, cfg)
+            sha = pl.DataFrame({"image": list(hashes), "_sha": list(hashes.values())}, schema={"image": pl.Utf8, "_sha": pl.Utf8})
+            result = result.join(sha, on="image", how="left", maintain_order="left").join(
+                by_sha.select(pl.col("image_sha256").alias("_sha"), pl.col("caption").alias("_pre_sha")), on="_sha", how="left", maintain_order="left"
+            )
+            result = result.with_columns(pl.coalesce("_pre", "_pre_sha").alias("_pre"), pl.col("_sha").alias("image_sha256")).drop("_sha", "_pre_sha")
+        result = result.with_columns(
+            pl.when(pl.col("_pre").is_not_null()).then(pl.col("_pre")).otherwise(pl.col("caption")).alias("caption"),
+            pl.when(pl.col("_pre").is_not_null()).then(pl.lit("precomputed")).otherwise(pl.col("caption_status")).alias("caption_status"),
+        ).drop("_pre")
+        stats["precomputed"] = int((result.get_column("caption_status") == "precomputed").sum())
+    if cfg.caption.model:
+        from pinfeatures.caption.loop import caption_pins
+
+        todo = result.filter(pl.col("caption_status") != "precomputed").select("pin_id", "image")
+        captioned, model_stats = caption_pins(todo, cfg.caption, images_root=root, cache_dir=Path(cfg.cache), quiet=cfg.quiet)
+        stats.update(model_stats)
+        stats["pins"] = pins.height
+        captioned = captioned.select("pin_id", pl.col("caption").alias("_c"), pl.col("caption_status").alias("_s"), pl.col("image_sha256").alias("_h"))
+        result = result.join(captioned, on="pin_id", how="left", maintain_order="left").with_columns(
+            pl.when(pl.col("_s").is_not_null()).then(pl.col("_c")).otherwise(pl.col("caption")).alias("caption"),
+            pl.coalesce("_s", "caption_status").alias("caption_status"),
+            pl.coalesce("image_sha256", "_h").alias("image_sha256"),
+        ).drop("_c", "_s", "_h")
+    result = result.with_columns(clean_column("caption", cfg.max_source_chars))
+    stats["status_counts"] = {s: int(n) for s, n in result.group_by("caption_status").len().sort("caption_status").iter_rows()}
+    return result.drop("image"), stats
+
+
+def _hash_images(refs: list[str], root: Path | None, cfg: BuildConfig) -> dict[str, str | None]:
+    from pinfeatures.caption.images import ImageSettings, hash_images
+
+    unique = list(dict.fromkeys(refs))
+    settings = ImageSettings.from_caption_config(cfg.caption)
+    return {img.ref: img.sha256 for img in hash_images(unique, root, settings)}
+
+
+def _features(pins: pl.DataFrame, captions: pl.DataFrame, boards: pl.DataFrame, queries: pl.DataFrame, cfg: BuildConfig) -> pl.DataFrame:
+    """One row per valid pin with the five sources and the pins' extra columns carried through."""
+    features = (
+        pins.join(captions, on="pin_id", how="left", maintain_order="left")
+        .join(boards, on="pin_id", how="left", maintain_order="left")
+        .join(queries, on="pin_id", how="left", maintain_order="left")
+        .with_columns(
+            pl.col("boards").fill_null(pl.lit([], pl.List(pl.Utf8))),
+            pl.col("queries").fill_null(pl.lit([], pl.List(pl.Utf8))),
+            pl.col("image").cast(pl.Utf8),
+        )
+    )
+    extras = [c for c in pins.columns if c not in FEATURE_COLUMNS and not c.startswith("_")]
+    return features.select(*FEATURE_COLUMNS, *extras).sort("pin_id")
+
+
+def _present(col: str) -> pl.Expr:
+    if col in ("boards", "queries"):
+        return pl.col(col).list.len() > 0
+    return pl.col(col).is_not_null()
+
+
+def _coverage(features: pl.DataFrame) -> dict[str, Any]:
+    if features.height == 0:
+        return {"overall": {s: 0.0 for s in SOURCES}, "by_language": {}}
+    overall = features.select([_present(s).mean().alias(s) for s in SOURCES]).row(0, named=True)
+    by_lang = (
+        features.group_by("language")
+        .agg(pl.len().alias("pins"), *[_present(s).mean().alias(s) for s in SOURCES])
+        .sort(["pins", "language"], descending=[True, False])
+    )
+    return {
+        "overall": {k: round(float(v), 6) for k, v in overall.items()},
+        "by_language": {r["language"]: {"pins": int(r["pins"]), **{s: round(float(r[s]), 6) for s in SOURCES}} for r in by_lang.iter_rows(named=True)},
+    }
+
+
+def _token_stats(texts: pl.DataFrame, variants: list[str]) -> dict[str, Any]:
+    stats = (
+        texts.group_by("variant")
+        .agg(
+            pl.col("n_tokens").mean().alias("mean"),
+            pl.col("n_tokens").quantile(0.5, "nearest").alias("p50"),
+            pl.col("n_tokens").quantile(0.95, "nearest").alias("p95"),
+            pl.col("n_tokens").max().alias("max"),
+            pl.col("truncated").mean().alias("truncated_share"),
+            (pl.col("text").str.len_chars() == 0).mean().alias("empty_share"),
+        )
+    )
+    by = {r["variant"]: r for r in stats.iter_rows(named=True)}
+    return {
+        v: {k: (round(float(by[v][k]), 4) if by[v][k] is not None else None) for k in ("mean", "p50", "p95", "max", "truncated_share", "empty_share")}
+        for v in variants
+        if v in by
+    }
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("duckdb", "polars", "pyarrow", "langdetect", "torch", "transformers", "open_clip_torch", "pillow"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _manifest(cfg, fingerprints, valid, agg_stats, language_stats, caption_stats, features, texts, variants, counter_name, timings) -> dict[str, Any]:
+    languages = {r[0]: int(r[1]) for r in features.group_by("language").len().sort(["len", "language"], descending=[True, False]).iter_rows()}
+    return {
+        "pinfeatures_version": __version__,
+        "config": cfg.to_dict(),
+        "versions": _versions(),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "inputs": fingerprints,
+        "counts": valid.counts,
+        "rejects": valid.reject_reasons,
+        "coverage": _coverage(features),
+        "languages": languages,
+        "language_detection": language_stats,
+        "privacy": agg_stats,
+        "caption": caption_stats,
+        "variants": variants,
+        "tokens": {
+            "counter": counter_name,
+            "max_tokens": cfg.max_tokens,
+            "max_tokens_per_source": dict(cfg.max_tokens_per_source),
+            "by_variant": _token_stats(texts, variants),
+        },
+        "timings": {k: round(v, 4) for k, v in timings.items()},
+        "outputs": {
+            "features": {"path": "features.parquet", "rows": features.height},
+            "texts": {"path": "texts.parquet", "rows": texts.height},
+            "rejects": {"path": "rejects.parquet", "rows": valid.rejects.height},
+            "query_pins": {"path": "query_pins.parquet"},
+        },
+    }

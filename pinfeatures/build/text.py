@@ -1,0 +1,52 @@
+"""Text stage: clean the free-text sources of each pin with Polars.
+
+In:  pins(pin_id, title, description, ...) valid rows.
+Out: the same frame with `title` and `description` cleaned: HTML tags stripped, entities
+     unescaped, control and invisible characters (bidi overrides, zero-width space, BOM)
+     removed, whitespace collapsed, length capped at `max_chars`; empty becomes null.
+
+`pinfeatures.build.scrub.clean_text` is the one-string reference of the same rules (tests hold
+the two equal); this module runs them on whole columns, in Rust, except entity unescaping,
+which runs in Python on the few values that contain '&'.
+"""
+
+from __future__ import annotations
+
+import html
+
+import polars as pl
+
+from pinfeatures.build.scrub import CONTROL_PATTERN, INVISIBLE_PATTERN, TAG_PATTERN
+
+
+def _unescape(series: pl.Series) -> pl.Series:
+    mask = series.str.contains("&", literal=True).fill_null(False)
+    if not mask.any():
+        return series
+    values = series.to_list()
+    for i in mask.arg_true().to_list():
+        values[i] = html.unescape(values[i])
+    return pl.Series(series.name, values, dtype=pl.Utf8)
+
+
+def clean_column(column: str, max_chars: int) -> pl.Expr:
+    """An expression that cleans one text column (see the module docstring)."""
+    expr = (
+        pl.col(column)
+        .cast(pl.Utf8)
+        .str.replace_all(TAG_PATTERN, " ")
+        .map_batches(_unescape, return_dtype=pl.Utf8)
+        .str.replace_all(INVISIBLE_PATTERN, "")
+        .str.replace_all(CONTROL_PATTERN, " ")
+        .str.replace_all(r"\s+", " ")
+        .str.strip_chars()
+        .str.slice(0, max_chars)
+        .str.strip_chars()
+    )
+    return pl.when(expr.str.len_chars() > 0).then(expr).otherwise(pl.lit(None, pl.Utf8)).alias(column)
+
+
+def normalise_pins(pins: pl.DataFrame, max_chars: int = 4000) -> pl.DataFrame:
+    """Clean `title` and `description` (and `caption` when present) of every pin."""
+    cols = [c for c in ("title", "description", "caption") if c in pins.columns]
+    return pins.with_columns([clean_column(c, max_chars) for c in cols])

@@ -1,0 +1,190 @@
+"""Validate the input tables: split every table into valid rows and rejects, losing nothing.
+
+In:  {name: sources.Table} as read (ids as strings, `_file`, `_row`).
+Out: ValidTables (one frame per table, valid rows only, `_file`/`_row` dropped) and one rejects
+     frame (REJECT_SCHEMA) holding every row that is not used, with its table, file, row,
+     column, reason and the row itself as JSON (queries and board titles scrubbed of personal data).
+
+Reasons, checked in this order (a row gets the first that applies):
+  pins:        null_id, empty_id, duplicate_pin_id (the first row of an id in input order is kept)
+  boards:      null_id, empty_id, duplicate_board_id
+  saves:       null_id, empty_id, unknown_pin, unknown_board
+  engagements: null_id, empty_id, empty_query, unknown_action, unknown_pin
+  captions:    null_id, empty_caption, unknown_pin, duplicate_caption
+  (any table): malformed_json, bad_value, raised while reading
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import polars as pl
+
+from pinfeatures.build.read import ROW_COLS, Table
+from pinfeatures.build.scrub import normalize_phrase
+from pinfeatures.contracts import ACTIONS, REJECT_SCHEMA, empty_rejects
+
+MAX_RECORD_CHARS = 20_000
+# Columns typed by people that may hold personal data: scrubbed before a row is written to rejects.
+_SCRUB_IN_RECORD = {"engagements": ("query",), "boards": ("title",), "saves": (), "pins": ()}
+
+
+@dataclass
+class ValidTables:
+    pins: pl.DataFrame
+    boards: pl.DataFrame
+    saves: pl.DataFrame
+    engagements: pl.DataFrame
+    captions: pl.DataFrame | None
+    rejects: pl.DataFrame
+    counts: dict[str, dict[str, int]]
+    """{table: {read, valid, rejected}}; read = valid + rejected always."""
+    reject_reasons: dict[str, dict[str, int]]
+
+
+def _blank(col: str) -> pl.Expr:
+    return pl.col(col).str.strip_chars().str.len_chars() == 0
+
+
+def _split(table: Table, reason: pl.Expr, column: pl.Expr, detail: pl.Expr | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split a table by a `reason` expression (null = valid) into (valid rows, rejects)."""
+    frame = table.frame.with_columns(reason.alias("_reason"), column.alias("_column"), (detail if detail is not None else pl.lit(None, pl.Utf8)).alias("_detail"))
+    valid = frame.filter(pl.col("_reason").is_null()).drop("_reason", "_column", "_detail", *ROW_COLS)
+    bad = frame.filter(pl.col("_reason").is_not_null())
+    return valid, _to_rejects(table.name, bad)
+
+
+def _to_rejects(name: str, bad: pl.DataFrame) -> pl.DataFrame:
+    if bad.height == 0:
+        return empty_rejects()
+    data_cols = [c for c in bad.columns if c not in (*ROW_COLS, "_reason", "_column", "_detail")]
+    scrub = [c for c in _SCRUB_IN_RECORD.get(name, ()) if c in data_cols]
+    record_frame = bad.select(data_cols).with_columns(
+        [pl.col(c).cast(pl.Utf8).map_elements(normalize_phrase, return_dtype=pl.Utf8) for c in scrub]
+    )
+    records = record_frame.select(pl.struct(pl.all()).struct.json_encode().str.slice(0, MAX_RECORD_CHARS).alias("record")).get_column("record")
+    return pl.DataFrame(
+        {
+            "table": [name] * bad.height,
+            "file": bad.get_column("_file").cast(pl.Utf8),
+            "row": bad.get_column("_row").cast(pl.Int64),
+            "column": bad.get_column("_column").cast(pl.Utf8),
+            "reason": bad.get_column("_reason").cast(pl.Utf8),
+            "detail": bad.get_column("_detail").cast(pl.Utf8),
+            "record": records,
+        },
+        schema=REJECT_SCHEMA,
+    )
+
+
+def _id_checks(*cols: str) -> tuple[pl.Expr, pl.Expr]:
+    """(reason, column) expressions for null / empty ids over the given id columns."""
+    reason: Any = pl
+    column: Any = pl
+    for c in cols:
+        reason = reason.when(pl.col(c).is_null()).then(pl.lit("null_id"))
+        column = column.when(pl.col(c).is_null()).then(pl.lit(c))
+    for c in cols:
+        reason = reason.when(_blank(c)).then(pl.lit("empty_id"))
+        column = column.when(_blank(c)).then(pl.lit(c))
+    return reason, column
+
+
+def validate_tables(tables: Mapping[str, Table], action_weights: Mapping[str, float] | None = None) -> ValidTables:
+    """Split each table into valid rows and rejects (see the module docstring for the reasons)."""
+    rejects: list[pl.DataFrame] = [t.unparsed for t in tables.values()]
+
+    # pins
+    pins_t = tables["pins"]
+    reason, column = _id_checks("pin_id")
+    first = pl.col("pin_id").is_first_distinct()
+    pins_reason = reason.when(~first).then(pl.lit("duplicate_pin_id")).otherwise(pl.lit(None, pl.Utf8))
+    pins_column = column.when(~first).then(pl.lit("pin_id")).otherwise(pl.lit(None, pl.Utf8))
+    pins, bad = _split(pins_t, pins_reason, pins_column)
+    rejects.append(bad)
+    pin_ids = pins.get_column("pin_id")
+
+    # boards
+    boards_t = tables["boards"]
+    reason, column = _id_checks("board_id")
+    first = pl.col("board_id").is_first_distinct()
+    boards, bad = _split(
+        boards_t,
+        reason.when(~first).then(pl.lit("duplicate_board_id")).otherwise(pl.lit(None, pl.Utf8)),
+        column.when(~first).then(pl.lit("board_id")).otherwise(pl.lit(None, pl.Utf8)),
+    )
+    rejects.append(bad)
+    board_ids = boards.get_column("board_id")
+
+    # saves
+    reason, column = _id_checks("pin_id", "board_id")
+    unknown_pin = ~pl.col("pin_id").is_in(pin_ids.implode())
+    unknown_board = ~pl.col("board_id").is_in(board_ids.implode())
+    saves, bad = _split(
+        tables["saves"],
+        reason.when(unknown_pin).then(pl.lit("unknown_pin")).when(unknown_board).then(pl.lit("unknown_board")).otherwise(pl.lit(None, pl.Utf8)),
+        column.when(unknown_pin).then(pl.lit("pin_id")).when(unknown_board).then(pl.lit("board_id")).otherwise(pl.lit(None, pl.Utf8)),
+    )
+    rejects.append(bad)
+
+    # engagements
+    eng_t = tables["engagements"]
+    eng_t = Table(eng_t.name, eng_t.source, eng_t.frame.with_columns(pl.col("action").str.strip_chars().str.to_lowercase().alias("action")), eng_t.unparsed)
+    reason, column = _id_checks("pin_id")
+    empty_query = pl.col("query").is_null() | _blank("query")
+    unknown_action = ~pl.col("action").is_in(list(ACTIONS)) | pl.col("action").is_null()
+    engagements, bad = _split(
+        eng_t,
+        reason.when(empty_query).then(pl.lit("empty_query")).when(unknown_action).then(pl.lit("unknown_action"))
+        .when(unknown_pin).then(pl.lit("unknown_pin")).otherwise(pl.lit(None, pl.Utf8)),
+        column.when(empty_query).then(pl.lit("query")).when(unknown_action).then(pl.lit("action"))
+        .when(unknown_pin).then(pl.lit("pin_id")).otherwise(pl.lit(None, pl.Utf8)),
+        pl.when(unknown_action & ~empty_query).then(pl.lit("known actions: " + ", ".join(ACTIONS))).otherwise(pl.lit(None, pl.Utf8)),
+    )
+    rejects.append(bad)
+
+    # captions (optional)
+    captions = None
+    if "captions" in tables:
+        cap_t = tables["captions"]
+        frame = cap_t.frame
+        for c in ("pin_id", "image_sha256"):
+            if c not in frame.columns:
+                frame = frame.with_columns(pl.lit(None, pl.Utf8).alias(c))
+        frame = frame.with_columns(
+            pl.when(pl.col("pin_id").is_null() | _blank("pin_id")).then(pl.lit(None, pl.Utf8)).otherwise(pl.col("pin_id")).alias("pin_id"),
+            pl.when(pl.col("image_sha256").is_null() | _blank("image_sha256")).then(pl.lit(None, pl.Utf8)).otherwise(pl.col("image_sha256").str.to_lowercase()).alias("image_sha256"),
+        ).with_columns(  # a second context: the key must see the cleaned pin_id / image_sha256 above
+            pl.coalesce(pl.lit("pin:") + pl.col("pin_id"), pl.lit("sha:") + pl.col("image_sha256")).alias("_key"),
+        )
+        cap_t = Table(cap_t.name, cap_t.source, frame, cap_t.unparsed)
+        no_key = pl.col("_key").is_null()
+        empty_caption = pl.col("caption").is_null() | _blank("caption")
+        cap_unknown = pl.col("pin_id").is_not_null() & ~pl.col("pin_id").is_in(pin_ids.implode())
+        dup = ~pl.col("_key").is_first_distinct()
+        captions, bad = _split(
+            cap_t,
+            pl.when(no_key).then(pl.lit("null_id")).when(empty_caption).then(pl.lit("empty_caption"))
+            .when(cap_unknown).then(pl.lit("unknown_pin")).when(dup).then(pl.lit("duplicate_caption")).otherwise(pl.lit(None, pl.Utf8)),
+            pl.when(no_key).then(pl.lit("pin_id")).when(empty_caption).then(pl.lit("caption"))
+            .when(cap_unknown).then(pl.lit("pin_id")).when(dup).then(pl.lit("pin_id")).otherwise(pl.lit(None, pl.Utf8)),
+        )
+        captions = captions.drop("_key")
+        rejects.append(bad)
+
+    rejects_df = pl.concat(rejects, how="vertical_relaxed").sort(["table", "file", "row"], nulls_last=True)
+    counts: dict[str, dict[str, int]] = {}
+    reasons: dict[str, dict[str, int]] = {}
+    valid_frames = {"pins": pins, "boards": boards, "saves": saves, "engagements": engagements, "captions": captions}
+    for name, table in tables.items():
+        n_rej = int(rejects_df.filter(pl.col("table") == name).height)
+        n_valid = valid_frames[name].height if valid_frames.get(name) is not None else 0
+        n_read = table.frame.height + table.unparsed.height
+        if n_read != n_valid + n_rej:  # pragma: no cover - an invariant, not an input problem
+            raise AssertionError(f"{name}: read {n_read} != valid {n_valid} + rejected {n_rej}")
+        counts[name] = {"read": n_read, "valid": n_valid, "rejected": n_rej}
+        by_reason = rejects_df.filter(pl.col("table") == name).group_by("reason").len().sort("reason")
+        reasons[name] = {r: int(n) for r, n in by_reason.iter_rows()}
+    return ValidTables(pins, boards, saves, engagements, captions, rejects_df, counts, reasons)
+

@@ -1,0 +1,103 @@
+"""The shared contracts every stage keeps: the text sources, the action vocabulary, the reject
+schema and the variant type. Small on purpose, and imports nothing of ours but errors, so any
+module may import it without a cycle.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+from typing import Any
+
+import polars as pl
+
+from pinfeatures.errors import ConfigError
+
+SOURCES: tuple[str, ...] = ("caption", "title", "description", "boards", "queries")
+"""The five text sources, in ladder order (the order variant names use)."""
+
+LIST_SOURCES: frozenset[str] = frozenset({"boards", "queries"})
+"""Sources stored as lists (in rank order); the others are strings."""
+
+ACTIONS: tuple[str, ...] = ("impression", "click", "closeup", "save", "long_click")
+"""The default action vocabulary; `[action_weights]` may name more (any action with a weight is known)."""
+
+# -- rejects ---------------------------------------------------------------------------
+
+REJECT_SCHEMA: dict[str, pl.DataType] = {
+    "table": pl.Utf8,
+    "file": pl.Utf8,
+    "row": pl.Int64,
+    "column": pl.Utf8,
+    "reason": pl.Utf8,
+    "detail": pl.Utf8,
+    "record": pl.Utf8,
+}
+"""One row per input row that was not used: its table, file, 1-based row, column, reason, detail,
+and the row itself as JSON (scrubbed of personal data)."""
+
+
+def empty_rejects() -> pl.DataFrame:
+    return pl.DataFrame(schema=REJECT_SCHEMA)
+
+
+def make_rejects(table: str, file: str, rows: list[dict[str, Any]]) -> pl.DataFrame:
+    """Rejects from plain dicts with keys row, column, reason, detail, record."""
+    if not rows:
+        return empty_rejects()
+    return pl.DataFrame(
+        [{"table": table, "file": file, **{k: r.get(k) for k in ("row", "column", "reason", "detail", "record")}} for r in rows],
+        schema=REJECT_SCHEMA,
+    )
+
+
+# -- variants --------------------------------------------------------------------------
+# A variant is a set of sources, named by joining them with `+` in ladder order
+# (`caption+title+description`). A spec is one of:
+#
+#   ladder   caption, caption+title, ... (the published ablation: add one source at a time)
+#   loo      all five, then all five minus each one (leave-one-out)
+#   all      every non-empty combination (31)
+#   a comma list of variants, e.g. `title,title+description,caption+queries` (any order inside
+#   a variant; names are returned in ladder order, duplicates removed)
+
+PRESETS = ("ladder", "loo", "all")
+
+
+
+def variant_name(sources: frozenset[str] | set[str] | tuple[str, ...]) -> str:
+    return "+".join(s for s in SOURCES if s in sources)
+
+
+def variant_sources(name: str) -> tuple[str, ...]:
+    """The sources of a variant name, in ladder order."""
+    return tuple(s for s in SOURCES if s in set(name.split("+")))
+
+
+def expand(spec: str) -> list[str]:
+    """The variant names a spec stands for, in a stable order."""
+    if spec is None or not str(spec).strip():
+        raise ConfigError("variants: empty spec; use ladder, loo, all, or a comma list like caption+title,title")
+    spec = spec.strip()
+    if spec == "ladder":
+        return [variant_name(SOURCES[: i + 1]) for i in range(len(SOURCES))]
+    if spec == "loo":
+        full = variant_name(SOURCES)
+        return [full] + [variant_name(tuple(s for s in SOURCES if s != drop)) for drop in SOURCES]
+    if spec == "all":
+        return [variant_name(c) for n in range(1, len(SOURCES) + 1) for c in combinations(SOURCES, n)]
+    names: list[str] = []
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            raise ConfigError(f"variants: empty item in {spec!r}")
+        parts = [p.strip() for p in item.split("+")]
+        unknown = [p for p in parts if p not in SOURCES]
+        if unknown:
+            hint = f"; presets are {', '.join(PRESETS)}" if len(parts) == 1 else ""
+            raise ConfigError(f"variants: unknown source {unknown[0]!r} in {item!r}; sources are {', '.join(SOURCES)}{hint}")
+        if len(set(parts)) != len(parts):
+            raise ConfigError(f"variants: a source is repeated in {item!r}")
+        name = variant_name(set(parts))
+        if name not in names:
+            names.append(name)
+    return names

@@ -1,0 +1,1 @@
+"""Evaluation of a build: BM25 and embedding retrieval, NDCG, paired bootstrap."""

@@ -1,0 +1,1 @@
+"""Training and assessment pairs drawn from a build."""

@@ -1,0 +1,148 @@
+"""Text assembly: rendering, field-forging neutralised, per-source and total token budgets."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from pinfeatures.build.assemble import assemble_texts, parse_text, render_values
+from pinfeatures.build.tokens import ApproxCounter
+from pinfeatures.config import BuildConfig
+from pinfeatures.contracts import SOURCES, expand, variant_sources
+
+COUNTER = ApproxCounter()
+
+
+def features(rows):
+    cols = {"pin_id": pl.Utf8, "title": pl.Utf8, "description": pl.Utf8, "caption": pl.Utf8, "boards": pl.List(pl.Utf8), "queries": pl.List(pl.Utf8)}
+    return pl.DataFrame(rows, schema=cols)
+
+
+BASIC = features(
+    [
+        {"pin_id": "p2", "title": "Cake", "description": "Moist and rich", "caption": "a chocolate cake on a plate", "boards": ["cakes", "desserts"], "queries": ["chocolate cake"]},
+        {"pin_id": "p1", "title": "Garden", "description": None, "caption": None, "boards": [], "queries": ["small garden", "patio"]},
+        {"pin_id": "p3", "title": None, "description": "  ", "caption": None, "boards": [], "queries": []},
+    ]
+)
+
+
+def test_render_order_labels_and_missing_sources():
+    cfg = BuildConfig()
+    texts = assemble_texts(BASIC, expand("ladder"), cfg, COUNTER)
+    assert texts.columns == ["pin_id", "variant", "text", "n_tokens", "truncated"]
+    assert texts.schema["n_tokens"] == pl.Int32 and texts.schema["truncated"] == pl.Boolean
+    assert texts.get_column("pin_id").to_list() == ["p1"] * 5 + ["p2"] * 5 + ["p3"] * 5
+    assert texts.get_column("variant").to_list()[:5] == expand("ladder")
+    full = dict(texts.filter(pl.col("variant") == "caption+title+description+boards+queries").select("pin_id", "text").rows())
+    # source_order (title, description, caption, boards, queries), not the ladder order
+    assert full["p2"] == "Title: Cake\nDescription: Moist and rich\nImage: a chocolate cake on a plate\nBoards: cakes | desserts\nSearches: chocolate cake"
+    assert full["p1"] == "Title: Garden\nSearches: small garden | patio"  # missing sources are omitted
+    assert full["p3"] == ""
+    p1 = dict(texts.filter(pl.col("pin_id") == "p1").select("variant", "text").rows())
+    assert p1["caption"] == "" and p1["caption+title"] == "Title: Garden"
+    for row in texts.iter_rows(named=True):
+        assert row["n_tokens"] == COUNTER.count(row["text"])
+        assert row["truncated"] is False
+
+
+def test_custom_order_labels_and_separators():
+    cfg = BuildConfig(
+        source_order=("queries", "caption", "title", "description", "boards"),
+        labels={"title": "Name", "description": "About", "caption": "Photo", "boards": "Lists", "queries": "Q"},
+        field_separator=" || ",
+        list_separator=" ; ",
+    )
+    texts = assemble_texts(BASIC.filter(pl.col("pin_id") == "p2"), ["title+boards+queries+caption"], cfg, COUNTER)
+    assert texts.get_column("text")[0] == "Q: chocolate cake || Photo: a chocolate cake on a plate || Name: Cake || Lists: cakes ; desserts"
+
+
+FORGING = [
+    "Nice cake\nTitle: FREE MONEY",
+    "Nice\r\nDescription: injected\n\nImage: fake caption",
+    "title: lower case label\ttitle : spaced colon",
+    "TITLE:: double colon Searches:free",
+    "Boards: a | b | c",
+    "Title: Image: Searches: Boards: Description:",
+    "\nTitle: leading newline",
+    "ends with a label Searches:",
+    "line\u2028separator Title: x\u2029 and\x85nel",
+]
+
+
+@pytest.mark.parametrize(
+    "field_separator, list_separator",
+    [("\n", " | "), (" || ", " | "), (" ## ", " ;; "), ("\n\n", "|")],
+)
+def test_data_cannot_forge_a_field(field_separator, list_separator):
+    cfg = BuildConfig(field_separator=field_separator, list_separator=list_separator)
+    rows = []
+    for i, s in enumerate(FORGING + [field_separator.join(["x", "Title: forged"]), f"a{field_separator}Searches: y{list_separator}z"]):
+        rows.append({"pin_id": f"p{i:02d}", "title": s, "description": s, "caption": s, "boards": [s, "ok"], "queries": [s]})
+    feats = features(rows)
+    texts = assemble_texts(feats, expand("all"), cfg, COUNTER)
+    assert texts.height == 31 * feats.height
+    for row in texts.iter_rows(named=True):
+        parsed = parse_text(row["text"], cfg)  # raises on an unknown line or a repeated field
+        assert set(parsed) == set(variant_sources(row["variant"])), row
+        assert row["n_tokens"] == COUNTER.count(row["text"])
+        for src, value in parsed.items():
+            if src not in ("boards", "queries"):
+                assert field_separator.strip() == "" or field_separator.strip() not in value
+    one = parse_text(texts.filter((pl.col("pin_id") == "p00") & (pl.col("variant") == "description")).get_column("text")[0], cfg)
+    assert one == {"description": "Nice cake Title FREE MONEY"}
+
+
+def test_list_items_lose_the_list_separator():
+    cfg = BuildConfig()
+    rendered = render_values(features([{"pin_id": "p", "title": None, "description": None, "caption": None, "boards": ["a | b", "  ", "c"], "queries": ["|", "q"]}]), cfg)
+    assert rendered.row(0, named=True)["boards"] == "a b | c"
+    assert rendered.row(0, named=True)["queries"] == "q"
+
+
+def test_per_source_budget_truncates_at_word_boundaries():
+    long_desc = " ".join(f"word{i}" for i in range(400))
+    cfg = BuildConfig(max_tokens_per_source={"title": 3, "description": 20, "caption": 64, "boards": 4, "queries": 64})
+    feats = features([{"pin_id": "p", "title": "alpha beta gamma delta", "description": long_desc, "caption": "short caption", "boards": ["one", "two", "three", "four"], "queries": []}])
+    texts = assemble_texts(feats, ["title", "description", "caption", "boards", "caption+title+description+boards"], cfg, COUNTER)
+    t = {r["variant"]: r for r in texts.iter_rows(named=True)}
+    assert t["title"]["text"] == "Title: alpha beta gamma" and t["title"]["truncated"]
+    desc = parse_text(t["description"]["text"], cfg)["description"]
+    assert COUNTER.count(desc) <= 20 and long_desc.startswith(desc + " ") and t["description"]["truncated"]
+    assert t["caption"]["truncated"] is False
+    assert parse_text(t["boards"]["text"], cfg)["boards"] == "one | two"  # no dangling separator
+    assert t["caption+title+description+boards"]["truncated"]
+    for r in texts.iter_rows(named=True):
+        assert r["n_tokens"] == COUNTER.count(r["text"])
+
+
+def test_total_budget_cuts_the_last_sources_first():
+    cfg = BuildConfig(max_tokens=30)
+    feats = features(
+        [
+            {"pin_id": "p", "title": "Chocolate cake recipe", "description": " ".join(["tasty moist rich"] * 30), "caption": "a cake", "boards": ["cakes"], "queries": ["cake"]},
+            {"pin_id": "q", "title": "Tiny", "description": None, "caption": None, "boards": [], "queries": []},
+        ]
+    )
+    texts = assemble_texts(feats, expand("ladder"), cfg, COUNTER)
+    for r in texts.iter_rows(named=True):
+        assert r["n_tokens"] <= 30 and r["n_tokens"] == COUNTER.count(r["text"])
+        parse_text(r["text"], cfg)
+    full = texts.filter((pl.col("pin_id") == "p") & (pl.col("variant") == "caption+title+description+boards+queries")).row(0, named=True)
+    parsed = parse_text(full["text"], cfg)
+    assert full["truncated"] and parsed["title"] == "Chocolate cake recipe"  # title comes first in source_order: kept whole
+    assert "boards" not in parsed and "queries" not in parsed  # later sources gave way
+    assert " ".join(["tasty moist rich"] * 30).startswith(parsed["description"])
+    assert texts.filter(pl.col("pin_id") == "q").get_column("truncated").to_list() == [False] * 5
+
+
+def test_empty_features_and_parse_text_errors():
+    texts = assemble_texts(features([]), expand("ladder"), BuildConfig(), COUNTER)
+    assert texts.height == 0 and texts.columns == ["pin_id", "variant", "text", "n_tokens", "truncated"]
+    cfg = BuildConfig()
+    assert parse_text("", cfg) == {}
+    with pytest.raises(ValueError, match="no known label"):
+        parse_text("Title: a\nFREE MONEY", cfg)
+    with pytest.raises(ValueError, match="appears twice"):
+        parse_text("Title: a\nTitle: b", cfg)
+    assert set(SOURCES) == set(parse_text("Title: a\nDescription: b\nImage: c\nBoards: d\nSearches: e", cfg))

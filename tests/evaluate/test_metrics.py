@@ -1,0 +1,115 @@
+"""NDCG, Spearman and the paired bootstrap against hand-computed values."""
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from pinfeatures.errors import ConfigError
+from pinfeatures.evaluate.metrics import (
+    dcg,
+    paired_bootstrap,
+    per_query_ndcg,
+    per_query_spearman,
+    spearman,
+)
+
+
+def frame(rows):
+    return pl.DataFrame(rows, schema={"query": pl.Utf8, "pin_id": pl.Utf8, "label": pl.Int64, "score": pl.Float64}, orient="row")
+
+
+def test_ndcg_hand_computed_exponential_gain():
+    # ranking by score: b (label 3), a (label 1), c (label 2)
+    scored = frame([("q", "a", 1, 0.5), ("q", "b", 3, 0.9), ("q", "c", 2, 0.1)])
+    # DCG = 7/log2(2) + 1/log2(3) + 3/log2(4) = 7 + 0.63093 + 1.5 = 9.13093
+    # IDCG = 7 + 3/log2(3) + 1/2 = 7 + 1.89279 + 0.5 = 9.39279
+    out = per_query_ndcg(scored, k=10)
+    assert out["ndcg"][0] == pytest.approx(9.130930 / 9.392789, abs=1e-6)
+    assert out["ndcg"][0] == pytest.approx(0.972122, abs=1e-6)
+    assert out["n_judged"][0] == 3
+
+
+def test_ndcg_linear_gain_and_cutoff():
+    scored = frame([("q", "a", 1, 0.5), ("q", "b", 3, 0.9), ("q", "c", 2, 0.1)])
+    # linear, k=2: DCG = 3 + 1/log2(3) = 3.63093; IDCG = 3 + 2/log2(3) = 4.26186
+    out = per_query_ndcg(scored, k=2, gain="linear")
+    assert out["ndcg"][0] == pytest.approx(3.630930 / 4.261860, abs=1e-6)
+
+
+def test_ndcg_ties_broken_by_pin_id():
+    # all scores equal: order is by pin_id a, b, c -> labels 1, 3, 2
+    # DCG = 1 + 7/log2(3) + 3/2 = 1 + 4.41650 + 1.5 = 6.91650; IDCG = 9.39279
+    tied = frame([("q", "c", 2, 0.0), ("q", "b", 3, 0.0), ("q", "a", 1, 0.0)])
+    assert per_query_ndcg(tied, k=10)["ndcg"][0] == pytest.approx(6.916501 / 9.392789, abs=1e-6)
+    assert per_query_ndcg(tied, k=10)["ndcg"][0] == pytest.approx(0.736364, abs=1e-6)
+    # a tie between the two best-scored pins: x (label 1) before y (label 5) by pin_id
+    t2 = frame([("q", "y", 5, 1.0), ("q", "x", 1, 1.0), ("q", "z", 3, 0.0)])
+    # DCG = 1 + 31/log2(3) + 7/2 = 1 + 19.55882 + 3.5 = 24.05882; IDCG = 31 + 7/log2(3) + 1/2 = 35.91651
+    assert per_query_ndcg(t2, k=10)["ndcg"][0] == pytest.approx(24.058822 / 35.916508, abs=1e-6)
+
+
+def test_ndcg_single_pin_and_several_queries():
+    scored = frame([("one", "a", 2, 0.3), ("q", "a", 1, 0.9), ("q", "b", 2, 0.1)])
+    out = per_query_ndcg(scored, k=10)
+    assert out["query"].to_list() == ["one", "q"]
+    # one judged pin: nothing to rank -> 1.0
+    assert out["ndcg"][0] == 1.0
+    # q: DCG = 1 + 3/log2(3) = 2.89279; IDCG = 3 + 1/log2(3) = 3.63093
+    assert out["ndcg"][1] == pytest.approx(2.892789 / 3.630930, abs=1e-6)
+    assert dcg([3, 1], 10) == pytest.approx(3.630930, abs=1e-6)
+
+
+def test_ndcg_bad_k_and_gain():
+    scored = frame([("q", "a", 1, 0.5)])
+    with pytest.raises(ConfigError):
+        per_query_ndcg(scored, k=0)
+    with pytest.raises(ConfigError):
+        per_query_ndcg(scored, k=5, gain="square")
+
+
+def test_spearman_values():
+    assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    # ties: ranks x = 1, 2.5, 2.5, 4; y = 1..4 -> rho = 0.948683
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486833, abs=1e-6)
+    assert spearman([1], [1]) is None
+    assert spearman([1, 1], [1, 2]) is None
+    per_q = per_query_spearman(frame([("q", "a", 1, 0.1), ("q", "b", 2, 0.2), ("r", "a", 1, 0.3)]))
+    assert per_q.rows() == [("q", 1.0), ("r", None)]
+
+
+def test_bootstrap_reproducible_and_covers_known_difference():
+    rng = np.random.default_rng(123)
+    a = rng.uniform(0.3, 0.7, size=200)
+    b = a + 0.05 + rng.normal(0, 0.05, size=200)  # true mean difference 0.05
+    r1 = paired_bootstrap(a, b, samples=2000, seed=7)
+    r2 = paired_bootstrap(a, b, samples=2000, seed=7)
+    assert (r1.low, r1.high, r1.delta) == (r2.low, r2.high, r2.delta)
+    assert r1.low < 0.05 < r1.high
+    assert r1.low > 0  # a clear gain: the interval excludes 0
+    assert r1.delta == pytest.approx(float(np.mean(b - a)))
+    r3 = paired_bootstrap(a, b, samples=2000, seed=8)
+    assert (r3.low, r3.high) != (r1.low, r1.high)
+    # identical systems: a zero-width interval at 0
+    r0 = paired_bootstrap(a, a, samples=100, seed=0)
+    assert (r0.delta, r0.low, r0.high) == (0.0, 0.0, 0.0)
+
+
+def test_bootstrap_pairing_is_tighter_than_unpaired_spread():
+    # per-query scores vary a lot, but b is always a + 0.01: paired CI is exactly [0.01, 0.01]
+    a = np.linspace(0, 1, 50)
+    r = paired_bootstrap(a, a + 0.01, samples=500, seed=1)
+    assert r.low == pytest.approx(0.01) and r.high == pytest.approx(0.01)
+
+
+def test_bootstrap_bad_input():
+    with pytest.raises(ValueError):
+        paired_bootstrap([1, 2], [1], samples=10)
+    with pytest.raises(ConfigError):
+        paired_bootstrap([1], [1], samples=0)
+    with pytest.raises(ConfigError):
+        paired_bootstrap([1], [1], confidence=1.5)
+    empty = paired_bootstrap([], [], samples=10)
+    assert empty.n_queries == 0 and math.isnan(empty.delta)

@@ -1,0 +1,275 @@
+"""`pinfeatures evaluate` on small build folders written here, and on the bundled fixtures."""
+
+import json
+import os
+from pathlib import Path
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from pinfeatures.config import EvaluateConfig  # noqa: E402
+from pinfeatures.errors import ConfigError, InputError, ModelError  # noqa: E402
+from pinfeatures.evaluate.run import run_evaluate, step_references, validate_judgments  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+LADDER = ["caption", "caption+title", "caption+title+description"]
+
+PINS = {
+    # pin: (language, caption, title, description)
+    "p1": ("en", "a red sofa", "Boho living room", "rattan chair and plants"),
+    "p2": ("en", "a plate of food", "Salmon dinner", "easy fish recipe"),
+    "p3": ("en", None, "Living room ideas", "cozy living room decor"),
+    "p4": ("de", "ein rotes sofa", "Wohnzimmer", "gemütliches wohnzimmer sofa"),
+    "p5": ("de", "ein teller", "Fisch Rezept", "lachs rezept einfach"),
+    "p6": ("en", "kitchen tiles", "Blue kitchen", "blue tile backsplash"),
+}
+
+
+def make_build(folder: Path, pins=PINS, variants=LADDER, query_pins: pl.DataFrame | None = None) -> Path:
+    """A build folder with the contract's files, texts rendered `Label: value` per source."""
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = {"caption": "Image", "title": "Title", "description": "Description"}
+    rows = []
+    for pin, (_lang, caption, title, desc) in sorted(pins.items()):
+        src = {"caption": caption, "title": title, "description": desc}
+        for v in variants:
+            parts = [f"{labels[s]}: {src[s]}" for s in v.split("+") if src.get(s)]
+            rows.append({"pin_id": pin, "variant": v, "text": "\n".join(parts) if parts else None})
+    pl.DataFrame(rows, schema={"pin_id": pl.Utf8, "variant": pl.Utf8, "text": pl.Utf8}).with_columns(
+        pl.col("text").fill_null("").str.split(" ").list.len().cast(pl.Int32).alias("n_tokens"), pl.lit(False).alias("truncated")
+    ).write_parquet(folder / "texts.parquet")
+    pl.DataFrame(
+        {
+            "pin_id": list(pins),
+            "title": [p[2] for p in pins.values()],
+            "caption": [p[1] for p in pins.values()],
+            "language": [p[0] for p in pins.values()],
+        }
+    ).write_parquet(folder / "features.parquet")
+    (folder / "manifest.json").write_text(json.dumps({"variants": list(variants)}))
+    if query_pins is not None:
+        query_pins.write_parquet(folder / "query_pins.parquet")
+    return folder
+
+
+def write_judgments(path: Path, rows) -> Path:
+    pl.DataFrame(rows, schema={"query": pl.Utf8, "pin_id": pl.Utf8, "label": pl.Utf8}, orient="row").write_csv(path)
+    return path
+
+
+JUDGED = [
+    ("living room", "p1", "5"),
+    ("living room", "p3", "4"),
+    ("living room", "p2", "1"),
+    ("living room", "p6", "1"),
+    ("fish recipe", "p2", "5"),
+    ("fish recipe", "p5", "2"),
+    ("fish recipe", "p1", "1"),
+    ("wohnzimmer sofa", "p4", "5"),
+    ("wohnzimmer sofa", "p5", "1"),
+    ("wohnzimmer sofa", "p1", "3"),
+    ("blue kitchen", "p6", "5"),
+]
+
+LEX = EvaluateConfig(scorers=("lexical",), bootstrap_samples=200)
+
+
+def test_evaluate_lexical_ladder(tmp_path):
+    build = make_build(tmp_path / "build")
+    j = write_judgments(tmp_path / "j.csv", JUDGED)
+    res = run_evaluate(build, j, LEX, quiet=True)
+    rows = {r["variant"]: r for r in res.result["rows"]["lexical"]}
+    assert list(rows) == LADDER
+    # captions: p3 has none -> 5 of 6 judged pins covered
+    assert rows["caption"]["coverage"] == pytest.approx(5 / 6)
+    assert rows["caption+title"]["coverage"] == 1.0
+    assert rows["caption+title"]["row_label"] == "+ title"
+    assert rows["caption+title"]["reference"] == "caption"
+    assert rows["caption"]["n_queries"] == 4 and rows["caption"]["n_pairs"] == 11
+    # the ladder improves ranking on this data; the CI brackets the gain
+    full = rows["caption+title+description"]
+    assert full["ndcg_at_10"] > rows["caption"]["ndcg_at_10"]
+    for r in rows.values():
+        if r["delta"] is not None:
+            assert r["ci_low"] <= r["delta"] <= r["ci_high"]
+    # delta is exactly the difference of the mean NDCGs (same queries on both sides)
+    assert rows["caption+title"]["delta"] == pytest.approx(rows["caption+title"]["ndcg_at_10"] - rows["caption"]["ndcg_at_10"])
+    # the single-pin query scores 1.0 under every variant; check one query by hand:
+    # "blue kitchen" has one judged pin -> NDCG 1
+    scores = res.scores
+    assert scores.filter(pl.col("score").is_null()).select("pin_id", "variant").rows() == [("p3", "caption")]
+    # files
+    out = build / "evaluation"
+    for name in ("ablation.md", "ablation.csv", "ablation.json", "by_language.csv", "rejects.parquet", "scores.parquet"):
+        assert (out / name).is_file(), name
+    assert pl.read_csv(out / "ablation.csv").height == 3
+    by_lang = pl.read_csv(out / "by_language.csv")
+    assert set(by_lang["language"]) == {"en", "de"}
+    assert "| + title |" in res.markdown and "BM25 NDCG@10" in res.markdown
+    assert "semantic" not in res.result["scorers"]
+
+
+def test_evaluate_is_deterministic(tmp_path):
+    build = make_build(tmp_path / "build")
+    j = write_judgments(tmp_path / "j.csv", JUDGED)
+    a = run_evaluate(build, j, LEX, out=tmp_path / "a")
+    b = run_evaluate(build, j, LEX, out=tmp_path / "b")
+    assert (tmp_path / "a" / "ablation.md").read_text() == (tmp_path / "b" / "ablation.md").read_text()
+    assert a.result["rows"] == b.result["rows"]
+
+
+def test_judgment_rejects(tmp_path):
+    build = make_build(tmp_path / "build")
+    bad = JUDGED + [
+        ("living room", "p999", "3"),  # unknown pin
+        ("living room", "p4", "7"),  # out of range
+        ("living room", "p5", "2.5"),  # not an integer
+        ("living room", "p5", "high"),  # not a number
+        (None, "p1", "3"),  # null query
+        ("   ", "p1", "3"),  # empty query
+        ("fish recipe", None, "3"),
+        ("fish recipe", "p6", None),
+        ("living room", "p1", "2"),  # duplicate of the first row
+        ("fish recipe", "p6", "3.0"),  # integer written as float: fine
+    ]
+    j = write_judgments(tmp_path / "j.csv", bad)
+    res = run_evaluate(build, j, LEX, out=tmp_path / "ev")
+    rej = pl.read_parquet(tmp_path / "ev" / "rejects.parquet")
+    assert sorted(rej["reason"].to_list()) == sorted(
+        ["unknown_pin", "label_out_of_range", "bad_label", "bad_label", "null_query", "null_query", "null_pin_id", "null_label", "duplicate"]
+    )
+    assert rej.filter(pl.col("reason") == "unknown_pin")["row"].to_list() == [12]
+    assert rej.filter(pl.col("reason") == "duplicate")["row"].to_list() == [20]
+    assert set(rej["table"]) == {"judgments"}
+    assert json.loads(rej.filter(pl.col("reason") == "label_out_of_range")["record"][0])["label"] == "7"
+    assert res.result["judgments"]["valid"] == len(JUDGED) + 1
+    assert res.result["judgments"]["read"] == len(bad)
+    assert "rejected" in res.markdown
+
+
+def test_validate_judgments_integer_labels_from_parquet():
+    raw = pl.DataFrame({"query": ["q", "q", "q"], "pin_id": ["a", "b", "c"], "label": [1, 5, 0]})
+    valid, rejects = validate_judgments(raw, pl.Series(["a", "b", "c"]))
+    assert valid["label"].to_list() == [1, 5]
+    assert rejects["reason"].to_list() == ["label_out_of_range"]
+    assert rejects["row"].to_list() == [3]
+
+
+def test_bad_inputs(tmp_path):
+    build = make_build(tmp_path / "build")
+    j = write_judgments(tmp_path / "j.csv", JUDGED)
+    with pytest.raises(InputError, match="build folder not found"):
+        run_evaluate(tmp_path / "nope", j, LEX)
+    with pytest.raises(InputError, match="not found"):
+        run_evaluate(build, tmp_path / "missing.csv", LEX)
+    nocol = tmp_path / "nocol.csv"
+    nocol.write_text("query,pin\nq,p1\n")
+    with pytest.raises(InputError, match="label"):
+        run_evaluate(build, nocol, LEX)
+    allbad = write_judgments(tmp_path / "allbad.csv", [("q", "zzz", "3")])
+    with pytest.raises(InputError, match="no valid judgments"):
+        run_evaluate(build, allbad, LEX)
+    with pytest.raises(ConfigError, match="not in this build"):
+        run_evaluate(build, j, LEX, variants="title+queries")
+    with pytest.raises(ConfigError, match="ndcg_k"):
+        run_evaluate(build, j, EvaluateConfig(scorers=("lexical",), ndcg_k=0))
+    with pytest.raises(ConfigError, match="scorers"):
+        run_evaluate(build, j, EvaluateConfig(scorers=("magic",)))
+    with pytest.raises(ModelError):
+        run_evaluate(build, j, EvaluateConfig(scorers=("semantic",), model=str(tmp_path)), require_scorers=True)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "texts.parquet").write_text("not parquet")
+    (broken / "features.parquet").write_text("not parquet")
+    with pytest.raises(InputError, match="texts.parquet"):
+        run_evaluate(broken, j, LEX)
+    dup = tmp_path / "dup"
+    make_build(dup)
+    t = pl.read_parquet(dup / "texts.parquet")
+    pl.concat([t, t.head(1)]).write_parquet(dup / "texts.parquet")
+    with pytest.raises(InputError, match="duplicate"):
+        run_evaluate(dup, j, LEX)
+
+
+def test_variant_selection_and_loo_references():
+    ladder = ["caption", "caption+title", "caption+title+description", "caption+title+description+boards"]
+    refs = step_references(ladder)
+    assert refs["caption"] == (None, "caption")
+    assert refs["caption+title+description+boards"] == ("caption+title+description", "+ boards")
+    loo = ["caption+title+description", "title+description", "caption+description", "caption+title"]
+    refs = step_references(loo)
+    assert refs["title+description"] == ("caption+title+description", "\u2212 caption")
+    assert refs["caption+title"] == ("caption+title+description", "\u2212 description")
+
+
+def test_semantic_with_tiny_encoder_and_cli(tmp_path):
+    from evaluate.test_embed import make_tiny_bert
+
+    from pinfeatures.cli import cli
+
+    model = make_tiny_bert(tmp_path / "tiny")
+    build = make_build(tmp_path / "build")
+    j = write_judgments(tmp_path / "j.csv", JUDGED)
+    result = CliRunner().invoke(
+        cli,
+        ["evaluate", "--build", str(build), "--judgments", str(j), "--model", str(model), "--quiet",
+         "--bootstrap-samples", "50", "--out", str(tmp_path / "ev"), "--variants", "caption,caption+title"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "BM25 NDCG@10" in result.output and "Embedding NDCG@10" in result.output
+    data = json.loads((tmp_path / "ev" / "ablation.json").read_text())
+    assert data["variants"] == ["caption", "caption+title"]
+    assert data["scorers"] == ["lexical", "semantic"]
+    sem = data["rows"]["semantic"]
+    assert all(0.0 <= r["ndcg_at_10"] <= 1.0 for r in sem)
+    # a model folder that is not an encoder: one line, exit 2
+    bad = CliRunner().invoke(cli, ["evaluate", "--build", str(build), "--judgments", str(j), "--model", str(tmp_path)])
+    assert bad.exit_code == 2
+    assert "pinfeatures: error:" in bad.output and "config.json" in bad.output
+
+
+def _fixture_build(tmp_path):
+    try:
+        from pinfeatures.build.run import run_build
+        from pinfeatures.config import make_config
+    except ImportError as exc:  # pragma: no cover
+        pytest.skip(f"build not available: {exc}")
+    if not (ROOT / "fixtures" / "input" / "judgments.csv").is_file():
+        pytest.skip("fixtures not there")
+    cfg = make_config(input=str(ROOT / "fixtures/input"), images_root=str(ROOT / "fixtures/images"),
+                      cache=str(tmp_path / "cache"), out=str(tmp_path / "demo"), quiet=True)
+    run_build(cfg)
+    return tmp_path / "demo"
+
+
+def test_end_to_end_on_fixtures(tmp_path):
+    build = _fixture_build(tmp_path)
+    res = run_evaluate(build, ROOT / "fixtures/input/judgments.csv", EvaluateConfig(scorers=("lexical",), bootstrap_samples=200))
+    rows = res.result["rows"]["lexical"]
+    assert [r["variant"] for r in rows][:2] == ["caption", "caption+title"]
+    assert all(0 <= r["ndcg_at_10"] <= 1 for r in rows)
+    assert res.result["judgments"]["valid"] > 0
+
+
+def test_hostile_judgments_jsonl(tmp_path):
+    build = make_build(tmp_path / "build")
+    lines = [json.dumps({"query": q, "pin_id": p, "label": int(lab)}) for q, p, lab in JUDGED]
+    lines += [
+        "{not json",
+        json.dumps({"query": ["a", "list"], "pin_id": "p1", "label": 3}),
+        json.dumps({"query": "x" * 100_000 + " living room", "pin_id": "p1", "label": 4}),  # huge query
+        json.dumps({"query": "\u202e\x00<script>alert(1)</script> 東京", "pin_id": "p2", "label": 1}),
+        json.dumps({"query": "q", "pin_id": 12, "label": 3}),  # integer id is cast to "12": unknown pin
+        json.dumps({"query": "q", "pin_id": "p1", "label": "yes"}),
+    ]
+    j = tmp_path / "j.jsonl"
+    j.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    res = run_evaluate(build, j, LEX, out=tmp_path / "ev")
+    reasons = sorted(res.rejects["reason"].to_list())
+    assert reasons == ["bad_label", "bad_value", "malformed_json", "unknown_pin"]
+    assert res.rejects.filter(pl.col("reason") == "malformed_json")["row"].to_list() == [len(JUDGED) + 1]
+    assert res.result["judgments"]["valid"] == len(JUDGED) + 2
+    assert all(0 <= r["ndcg_at_10"] <= 1 for r in res.result["rows"]["lexical"])

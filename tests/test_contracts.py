@@ -1,0 +1,85 @@
+"""Variant specs: presets, explicit lists, normalisation and bad specs."""
+
+from __future__ import annotations
+
+import pytest
+
+from pinfeatures.contracts import SOURCES, expand, variant_name, variant_sources
+from pinfeatures.errors import ConfigError
+
+FULL = "caption+title+description+boards+queries"
+
+
+def test_ladder():
+    assert expand("ladder") == [
+        "caption",
+        "caption+title",
+        "caption+title+description",
+        "caption+title+description+boards",
+        FULL,
+    ]
+    assert expand("  ladder ") == expand("ladder")
+
+
+def test_loo():
+    assert expand("loo") == [
+        FULL,
+        "title+description+boards+queries",
+        "caption+description+boards+queries",
+        "caption+title+boards+queries",
+        "caption+title+description+queries",
+        "caption+title+description+boards",
+    ]
+
+
+def test_all_is_every_nonempty_combination_once():
+    names = expand("all")
+    assert len(names) == 31 == len(set(names))
+    assert names[:5] == list(SOURCES)  # singletons first, in ladder order
+    assert names[-1] == FULL
+    assert {frozenset(variant_sources(n)) for n in names} == {
+        frozenset(s for i, s in enumerate(SOURCES) if mask >> i & 1) for mask in range(1, 32)
+    }
+    for n in names:  # every name is in canonical (ladder) order
+        assert variant_name(set(n.split("+"))) == n
+
+
+def test_explicit_list_normalises_order_and_drops_duplicates():
+    assert expand("title,title+description,caption+queries") == ["title", "title+description", "caption+queries"]
+    assert expand(" queries+caption , description+title,title+description, title ") == ["caption+queries", "title+description", "title"]
+    assert expand("boards") == ["boards"]
+    assert expand("queries+boards+description+title+caption") == [FULL]
+
+
+def test_variant_sources_and_name():
+    assert variant_sources("caption+title") == ("caption", "title")
+    assert variant_sources("title+caption") == ("caption", "title")
+    assert variant_name(("queries", "title")) == "title+queries"
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("", "empty spec"),
+        ("   ", "empty spec"),
+        ("ladderr", "unknown source 'ladderr'"),
+        ("title,image", "unknown source 'image'"),
+        ("title+Title", "unknown source 'Title'"),
+        ("title,,boards", "empty item"),
+        ("title,", "empty item"),
+        ("title+", "unknown source ''"),
+        ("title+title", "repeated"),
+        ("caption+boards+caption", "repeated"),
+        ("ladder+title", "unknown source 'ladder'"),
+    ],
+)
+def test_bad_specs(spec, message):
+    with pytest.raises(ConfigError, match="variants") as err:
+        expand(spec)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_none_spec():
+    with pytest.raises(ConfigError):
+        expand(None)  # type: ignore[arg-type]
