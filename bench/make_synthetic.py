@@ -16,9 +16,14 @@ What the data looks like (bench/README.md says the same):
 * boards (default pins/4) titled in the pins' languages, with case/space variants and a little
   personal data; saves pick pins by a Zipf-like popularity and a board of the pin's topic
   (mostly in the pin's language).
-* engagements are generated per (query, pin) pair: Zipf query popularity over ~3.7k queries,
+* engagements are generated per (query, pin) pair: Zipf query popularity over ~3.7k head queries,
   pins of the query's topic with Zipf popularity, a heavy-tailed number of events per pair,
   Zipf users; ~10% of pairs are impressions only; the others are ~75% impressions.
+* a long tail, as a real search log has (--tail-share of the events, default 25%): each tail
+  (query, pin) pair gets a query of its own, a head query (drawn by the same Zipf) refined by two
+  made-up words and, for a third of them, a typo (one character dropped), with 1 event (75%), 2
+  (20%) or 3 (5%). At 20M events that is ~3.8M distinct raw queries, ~75% of them seen once:
+  query normalisation, which runs once per distinct string, pays what it pays on a real log.
 
 Vectorised (numpy + Polars) and memory-bounded: engagements are written in parts of
 --chunk rows, each from its own seeded generator, so the output is deterministic.
@@ -288,11 +293,45 @@ def query_vocab() -> tuple[pl.Series, np.ndarray, np.ndarray]:
     return pl.Series(q, dtype=pl.String), np.array(ql), np.array(qt)
 
 
-def write_engagements(out: Path, n_events: int, pin_lang, pin_topic, n_users: int, seed: int, chunk: int) -> int:
-    """Events grouped in (query, pin) pairs, written in parts of ~`chunk` rows; returns the number of parts."""
+TAIL_EVENTS_P = np.array([0.75, 0.20, 0.05])  # events per long-tail pair: 1, 2 or 3
+TAIL_SYLLABLES = tuple(c + v for c in "bdfghklmnprstvz" for v in ("a", "e", "i", "o", "u", "ai", "ou"))
+
+
+def tail_words(rng: np.random.Generator, n: int = 50_000) -> pl.Series:
+    """`n` made-up refinement words of 2-3 syllables ('kelou', 'mabite', ...), deterministic for `rng`."""
+    syl = np.array(TAIL_SYLLABLES)
+    k = len(syl)
+    words = pl.Series(syl[rng.integers(0, k, n)]) + pl.Series(syl[rng.integers(0, k, n)])
+    three = pl.Series(rng.random(n) < 0.5)
+    return pl.select(pl.when(pl.lit(three)).then(pl.lit(words) + pl.lit(pl.Series(syl[rng.integers(0, k, n)])))
+                     .otherwise(pl.lit(words))).to_series()
+
+
+def tail_queries(rng: np.random.Generator, base: pl.Series, words: pl.Series) -> pl.Series:
+    """One long-tail query per base query: base + two refinement words; a third get a typo (a character dropped)."""
+    n = len(base)
+    w1 = words.gather(rng.integers(0, len(words), n))
+    w2 = words.gather(rng.integers(0, len(words), n))
+    q = pl.select(pl.concat_str([pl.lit(base), pl.lit(w1), pl.lit(w2)], separator=" ")).to_series()
+    typo = pl.Series(rng.random(n) < 1 / 3)
+    at = pl.Series((rng.random(n) * base.str.len_chars().to_numpy()).astype(np.int64))
+    frame = pl.DataFrame({"q": q, "typo": typo, "at": at})
+    return frame.select(
+        pl.when(pl.col("typo")).then(pl.concat_str([pl.col("q").str.slice(0, pl.col("at")), pl.col("q").str.slice(pl.col("at") + 1)]))
+        .otherwise(pl.col("q"))
+    ).to_series()
+
+
+def write_engagements(out: Path, n_events: int, pin_lang, pin_topic, n_users: int, seed: int, chunk: int,
+                      tail_share: float = 0.0) -> int:
+    """Events grouped in (query, pin) pairs, written in parts of ~`chunk` rows; returns the number of parts.
+
+    A share `tail_share` of each part's events comes from long-tail pairs, one fresh query each.
+    """
     rng0 = np.random.default_rng([seed, 4])
     queries, qlang, qtopic = query_vocab()
     qcdf, qperm = zipf_sampler(len(queries), 1.05, rng0)
+    words = tail_words(rng0) if tail_share > 0 else None
     n_pins = len(pin_lang)
     # pin popularity inside a topic: Zipf over that topic's pins (ranks shuffled once)
     pw = 1.0 / (rng0.permutation(n_pins) + 1.0) ** 0.9
@@ -314,7 +353,9 @@ def write_engagements(out: Path, n_events: int, pin_lang, pin_topic, n_users: in
     written, part = 0, 0
     while written < n_events:
         rng = np.random.default_rng([seed, 5, part])
-        target = min(chunk, n_events - written)
+        part_events = min(chunk, n_events - written)
+        tail_target = int(round(part_events * tail_share))
+        target = part_events - tail_target
         # pairs: heavy-tailed events per pair (mean ~5), generate a few more than needed and cut
         n_pairs = int(target / 4) + 16
         per_pair = np.minimum(1 + rng.zipf(1.9, n_pairs), 400)
@@ -346,10 +387,33 @@ def write_engagements(out: Path, n_events: int, pin_lang, pin_topic, n_users: in
             pl.when(pl.lit(pl.Series(form < 0.04))).then(pl.lit(variants["up"].gather(qi)))
             .when(pl.lit(pl.Series(form < 0.06))).then(pl.lit(variants["pad"].gather(qi)))
             .otherwise(pl.lit(queries.gather(qi)))).to_series()
-        ql = pl.Series(qlang[q[rows]])
+        if tail_target:  # long-tail pairs after the head ones: a fresh query per pair, 1-3 events
+            tail_per = 1 + np.searchsorted(np.cumsum(TAIL_EVENTS_P), rng.random(int(tail_target / 1.3) + 16) * 0.999999)
+            tail_per = tail_per[: np.searchsorted(np.cumsum(tail_per), tail_target) + 1]
+            tail_per[-1] -= int(tail_per.sum() - tail_target)
+            tail_per = tail_per[tail_per > 0]
+            tq = draw(qcdf, qperm, rng, len(tail_per))
+            tpin = np.empty(len(tail_per), dtype=np.int64)
+            for k in range(N_TOPICS):
+                m = qtopic[tq] == k
+                if m.any():
+                    j = np.minimum(np.searchsorted(topic_cdfs[k], rng.random(int(m.sum()))), counts[k] - 1)
+                    tpin[m] = order[starts[k] + j]
+            trows = np.repeat(np.arange(len(tail_per)), tail_per)
+            taction = np.searchsorted(np.cumsum(ACTION_P), rng.random(len(trows)) * 0.999999)
+            ttext = tail_queries(rng, queries.gather(pl.Series(tq)), words).gather(pl.Series(trows))
+            qtext = pl.concat([qtext, ttext])
+            q_all = np.concatenate([q[rows], tq[trows]])
+            pin_rows = np.concatenate([pin[rows], tpin[trows]])
+            action = np.concatenate([action, taction])
+            user = np.concatenate([user, draw(ucdf, uperm, rng, len(trows))])
+            m_rows += len(trows)
+        else:
+            q_all, pin_rows = q[rows], pin[rows]
+        ql = pl.Series(qlang[q_all])
         df = pl.DataFrame({
             "query": qtext,
-            "pin_id": ids("P", pin[rows]),
+            "pin_id": ids("P", pin_rows),
             "action": pl.Series(ACTIONS).gather(pl.Series(action)),
             "user_id": ids("U", user),
             "ts": pl.Series(T0 + rng.integers(0, YEAR_US // 2, m_rows)).cast(pl.Datetime("us", "UTC")),
@@ -372,10 +436,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--users", type=int, default=None, help="default: pins / 2")
     ap.add_argument("--repin-share", type=float, default=0.4)
     ap.add_argument("--chunk", type=int, default=2_000_000, help="engagement rows per part file")
+    ap.add_argument("--tail-share", type=float, default=0.25,
+                    help="share of engagement events from long-tail queries (one fresh query per pair; 0: head only)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     if min(args.pins, args.saves, args.engagements) < 1:
         ap.error("--pins, --saves and --engagements must be >= 1")
+    if not 0.0 <= args.tail_share < 1.0:
+        ap.error("--tail-share must be in [0, 1)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     n_boards = args.boards or max(1, args.pins // 4)
@@ -390,8 +458,8 @@ def main(argv: list[str] | None = None) -> dict:
     saves = make_saves(args.saves, pin_lang, pin_topic, board_lang, board_topic, n_users, args.seed)
     write(saves, out / "saves.parquet")
     del saves
-    parts = write_engagements(out, args.engagements, pin_lang, pin_topic, n_users, args.seed, args.chunk)
-    info = {"pins": args.pins, "boards": n_boards, "saves": args.saves, "engagements": args.engagements,
+    parts = write_engagements(out, args.engagements, pin_lang, pin_topic, n_users, args.seed, args.chunk, args.tail_share)
+    info = {"pins": args.pins, "boards": n_boards, "saves": args.saves, "engagements": args.engagements, "tail_share": args.tail_share,
             "engagement_parts": parts, "users": n_users, "repin_share": args.repin_share, "seed": args.seed,
             "languages": list(LANGS), "seconds": round(time.perf_counter() - t0, 1),
             "bytes": sum(p.stat().st_size for p in out.rglob("*.parquet"))}

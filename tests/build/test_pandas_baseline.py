@@ -230,6 +230,31 @@ def test_make_synthetic_deterministic_and_shaped(tmp_path: Path) -> None:
 def test_make_synthetic_bad_args(tmp_path: Path) -> None:
     proc = run_synthetic(tmp_path / "x", "--pins", "0")
     assert proc.returncode != 0 and "must be >= 1" in proc.stderr
+    proc = run_synthetic(tmp_path / "y", "--tail-share", "1.5")
+    assert proc.returncode != 0 and "--tail-share must be in [0, 1)" in proc.stderr
+
+
+def test_make_synthetic_long_tail(tmp_path: Path) -> None:
+    """The benchmark's query log has a real log's shape: >= 15% of events bring a distinct raw query
+    (3M in 20M), >= 40% of distinct queries are seen once, and a Zipf head carries most traffic."""
+    import polars as pl
+
+    proc = run_synthetic(tmp_path / "tail", "--engagements", "60000", "--chunk", "25000")
+    assert proc.returncode == 0, proc.stderr
+    ev = pl.read_parquet(tmp_path / "tail" / "engagements")
+    assert ev.height == 60000
+    per_query = ev.group_by("query").len().sort("len", descending=True)["len"]
+    assert per_query.len() >= 0.15 * ev.height
+    assert (per_query == 1).sum() >= 0.40 * per_query.len()
+    head = per_query.head(max(1, per_query.len() // 1000))  # the top 0.1% of distinct queries
+    assert head.sum() >= 0.25 * ev.height
+    assert per_query[0] > 2 * per_query[9] > 0 and per_query[9] > 2 * per_query[99]
+    # tail queries read like refined head queries, not random bytes
+    assert ev["query"].str.split(" ").list.len().max() <= 12
+    # --tail-share 0 is the head alone: a few thousand distinct queries
+    proc = run_synthetic(tmp_path / "head", "--engagements", "60000", "--chunk", "25000", "--tail-share", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert pl.read_parquet(tmp_path / "head" / "engagements")["query"].n_unique() < 0.1 * 60000
 
 
 def test_bench_build_end_to_end_agrees_with_build(tmp_path: Path) -> None:
