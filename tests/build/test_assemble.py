@@ -146,3 +146,32 @@ def test_empty_features_and_parse_text_errors():
     with pytest.raises(ValueError, match="appears twice"):
         parse_text("Title: a\nTitle: b", cfg)
     assert set(SOURCES) == set(parse_text("Title: a\nDescription: b\nImage: c\nBoards: d\nSearches: e", cfg))
+
+
+@pytest.mark.parametrize(
+    "max_tokens, expected",
+    [
+        # "Title: Tiny cake" is 4 tokens, the label "Description:" 3 ("Descri", "ption", ":"): with 3 tokens
+        # left the description's label alone would fit but no word of it, so the line is left out whole
+        (7, "Title: Tiny cake"),
+        (6, "Title: Tiny cake"),
+        (8, "Title: Tiny cake\nDescription: tasty"),
+        (9, "Title: Tiny cake\nDescription: tasty moist"),
+    ],
+)
+def test_total_budget_counts_the_label_of_the_line_it_cuts(max_tokens, expected):
+    # The line-by-line cut is the design; re-truncating the whole text is only the net for real tokenizers
+    # that merge tokens across a line break. With the additive approx counter the net never fires, so this
+    # exact text comes from the label-aware path alone (a cut ignoring the label leaves "Description:" dangling).
+    cfg = BuildConfig(max_tokens=max_tokens)
+    feats = features([{"pin_id": "p", "title": "Tiny cake", "description": "tasty moist rich", "caption": None, "boards": [], "queries": []}])
+    row = assemble_texts(feats, ["title+description"], cfg, COUNTER).row(0, named=True)
+    assert (row["text"], row["n_tokens"], row["truncated"]) == (expected, COUNTER.count(expected), True)
+
+
+def test_total_budget_with_a_separator_that_holds_tokens():
+    # " || " counts 2 tokens of its own, so the texts are recounted whole (the non-additive path)
+    cfg = BuildConfig(max_tokens=10, field_separator=" || ")
+    feats = features([{"pin_id": "p", "title": "Tiny cake", "description": "tasty moist rich", "caption": None, "boards": [], "queries": []}])
+    row = assemble_texts(feats, ["title+description"], cfg, COUNTER).row(0, named=True)
+    assert (row["text"], row["n_tokens"], row["truncated"]) == ("Title: Tiny cake || Description: tasty", 10, True)

@@ -42,6 +42,9 @@ def test_normalize_phrase_folds(raw, expected):
         ("red dress https://shop.example.com/x?y=z sale", "red dress sale"),
         ("2024 cake trends", "2024 cake trends"),  # a year is not a phone number
         ("iphone 15 case", "iphone 15 case"),
+        # a bare run of 9 to 15 digits is a phone number: both ends of the range
+        ("cake 612345678", "cake"),
+        ("cake 612345678901234 ideas", "cake ideas"),
     ],
 )
 def test_normalize_phrase_scrubs_personal_data(raw, expected):

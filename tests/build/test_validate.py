@@ -6,7 +6,7 @@ import json
 
 import polars as pl
 import pytest
-from conftest import write_table
+from conftest import small_tables, write_table
 
 from pinfeatures.build.read import read_table
 from pinfeatures.build.validate import validate_tables
@@ -175,3 +175,42 @@ def test_captions_reasons(tmp_path):
     ]
     assert valid.captions.select("pin_id", "image_sha256", "caption").rows() == [("p1", None, "a cat"), (None, "abc", "by hash")]
     assert valid.counts["captions"] == {"read": 8, "valid": 2, "rejected": 6}
+
+
+def small_read(tmp_path, **extra):
+    """The conftest's small valid tables, read back from Parquet, plus any `extra` tables."""
+    tables = {**small_tables(), **extra}
+    return {name: read_table(write_table(frame, tmp_path / name, "parquet"), name) for name, frame in tables.items()}
+
+
+def test_captions_by_sha256_are_deduplicated_by_sha256_not_pin_id(tmp_path):
+    # three captions keyed by image sha256 alone (pin_id null): two different images stay two valid rows,
+    # the same image again (its hash in another case) is the duplicate
+    captions = pl.DataFrame(
+        {"pin_id": [None, None, None], "image_sha256": ["aa11", "BB22", "AA11"], "caption": ["one", "two", "one again"]},
+        schema={"pin_id": pl.Utf8, "image_sha256": pl.Utf8, "caption": pl.Utf8},
+    )
+    valid = validate_tables(small_read(tmp_path, captions=captions))
+    assert valid.captions.select("pin_id", "image_sha256", "caption").rows() == [(None, "aa11", "one"), (None, "bb22", "two")]
+    assert rejects_of(valid, "captions") == [(3, "pin_id", "duplicate_caption")]
+    assert valid.counts["captions"] == {"read": 3, "valid": 2, "rejected": 1}
+
+
+def test_engagement_with_two_faults_gets_the_first_reason_in_the_documented_order(tmp_path):
+    # order: null_id, empty_id, empty_query, unknown_action, unknown_pin (the module docstring)
+    engagements = pl.DataFrame(
+        {
+            "query": ["cake", "cake", "", "cake", None],
+            "pin_id": ["p9", "p1", "p9", None, ""],
+            "action": ["purchase", "purchase", "click", "purchase", "purchase"],
+            "user_id": ["u1"] * 5,
+        }
+    )
+    valid = validate_tables(small_read(tmp_path, engagements=engagements))
+    assert rejects_of(valid, "engagements") == [
+        (1, "action", "unknown_action"),  # unknown pin and unknown action: the action is named
+        (2, "action", "unknown_action"),
+        (3, "query", "empty_query"),  # empty query and unknown pin
+        (4, "pin_id", "null_id"),  # null pin and unknown action
+        (5, "pin_id", "empty_id"),  # empty pin, null query and unknown action
+    ]

@@ -65,6 +65,9 @@ def test_fingerprint_tracks_model_and_generation_settings(blip_dir, tmp_path):
     assert resolve_model(CaptionConfig(model=str(blip_dir))).fingerprint == base.fingerprint
     assert resolve_model(CaptionConfig(model=str(blip_dir), max_new_tokens=7)).fingerprint != base.fingerprint
     assert resolve_model(CaptionConfig(model=str(blip_dir), num_beams=2)).fingerprint != base.fingerprint
+    with_min = resolve_model(CaptionConfig(model=str(blip_dir), min_new_tokens=2))
+    assert with_min.identity["min_new_tokens"] == 2 and with_min.fingerprint != base.fingerprint
+    assert resolve_model(CaptionConfig(model=str(blip_dir), min_new_tokens=3)).fingerprint != with_min.fingerprint
     # a prompt edit does not invalidate a captioner's cache (it does not read prompts)
     assert resolve_model(CaptionConfig(model=str(blip_dir), prompt="Other.")).fingerprint == base.fingerprint
     # different weights (another seed) -> another fingerprint
@@ -94,6 +97,10 @@ def test_open_clip_coca_with_weights_file(coca):
     cfg = CaptionConfig(model=f"open_clip:{arch}", weights=str(weights), max_new_tokens=6, min_new_tokens=6)
     spec = resolve_model(cfg)
     assert spec.kind == "open_clip" and len(spec.identity["weights_sha256"]) == 64
+    # every generation setting is in the open_clip fingerprint too
+    for change in ({"min_new_tokens": 5}, {"max_new_tokens": 7}):
+        other = CaptionConfig(model=f"open_clip:{arch}", weights=str(weights), **{"max_new_tokens": 6, "min_new_tokens": 6, **change})
+        assert resolve_model(other).fingerprint != spec.fingerprint
     cap = load_captioner(spec, cfg)
     assert isinstance(cap, OpenClipCocaCaptioner) and cap.target_size == 32
     out = cap.caption(IMAGES)

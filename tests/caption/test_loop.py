@@ -307,6 +307,15 @@ def test_degenerate_captions_and_clip_check(tmp_path, images):
                                images_root=images, cache_dir=tmp_path / "c2", quiet=True)
     assert kept["caption_status"].to_list() == ["ok"] * 4 and s_low["clip_check"]["flagged"] == 0
 
+    # another CLIP model (other weights) scores the same cached captions anew: its scores are its own
+    other_arch, other_weights = build_tiny_coca(tmp_path / "coca-other", seed=1)
+    _, s_other = caption_pins(pins_frame(refs), CaptionConfig(**{**base, "clip_check_weights": str(other_weights)}, clip_min_score=2.0),
+                              images_root=images, cache_dir=tmp_path / "c2", quiet=True)
+    assert (s_other["cache_hits"], s_other["captioned"], s_other["clip_check"]["flagged"]) == (4, 0, 4)
+    with CaptionCache(tmp_path / "c2") as cache:
+        by_clip = dict(cache._db.execute("SELECT clip_fp, count(*) FROM clip_scores GROUP BY clip_fp").fetchall())
+    assert sorted(by_clip.values()) == [4, 4]  # 4 images under each of the two CLIP models
+
 
 def test_model_error_on_every_image_stops_the_run(blip_dir, images, tmp_path):
     class Broken:
