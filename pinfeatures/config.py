@@ -105,6 +105,8 @@ class PairsConfig:
     bands: tuple[float, ...] = (0.5, 0.8)
     """Cumulative traffic shares that end the head and the torso bands."""
     by_country: bool = False
+    strata_language: str = "pin"
+    """The strata's language: `pin` (the pin's language) or `query` (the query's, query_pins.parquet)."""
     allocation: str = "proportional"
     """`proportional`, `equal`, or `per_stratum` (take `per_stratum_size` from each)."""
     per_stratum_size: int | None = None
@@ -154,6 +156,8 @@ class BuildConfig:
     board_top_k: int = 5
     query_top_k: int = 5
     query_min_users: int = 3
+    query_top_pins: int = 10
+    """Pins listed per query in queries.parquet."""
     action_weights: Mapping[str, float] = field(
         default_factory=lambda: {
             "impression": 0.0,
@@ -166,11 +170,14 @@ class BuildConfig:
 
     # text normalisation and language
     max_source_chars: int = 4000
-    langdetect_max_chars: int = 200
-    langdetect_min_letters: int = 8
-    langdetect_workers: int = 0
-    """0: one per core."""
-    langdetect_seed: int = 0
+    language_max_chars: int = 200
+    """How much of a pin's text (title, description, board titles) language detection reads."""
+    language_min_letters: int = 3
+    language_temperature: float = 3.0
+    language_min_confidence: float = 0.5
+    """Posterior below which a pin's or a query's language is `und`."""
+    language_prior_weight: float = 0.9
+    language_prior_min_confidence: float = 0.9
 
     # text assembly
     source_order: tuple[str, ...] = ("title", "description", "caption", "boards", "queries")
@@ -210,9 +217,14 @@ class BuildConfig:
 
 def check_build_config(cfg: BuildConfig) -> None:
     """Reject settings that cannot work, with the setting's name in the message."""
-    for name in ("board_top_k", "query_top_k", "max_tokens", "max_source_chars", "langdetect_max_chars"):
+    for name in ("board_top_k", "query_top_k", "query_top_pins", "max_tokens", "max_source_chars", "language_max_chars", "language_min_letters"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if not cfg.language_temperature > 0:
+        raise ConfigError(f"language_temperature must be > 0, got {cfg.language_temperature}")
+    for name in ("language_min_confidence", "language_prior_weight", "language_prior_min_confidence"):
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            raise ConfigError(f"{name} must be between 0 and 1, got {getattr(cfg, name)}")
     if cfg.query_min_users < 1:
         raise ConfigError(f"query_min_users must be >= 1, got {cfg.query_min_users}")
     unknown = set(cfg.action_weights) - set(ACTIONS)

@@ -1,10 +1,10 @@
 """Aggregate stage: board titles per pin and top queries per pin, in DuckDB (sql/*.sql).
 
 In:  valid saves(pin_id, board_id, ...), boards(board_id, title, ...), engagements(query, pin_id,
-     action, [user_id], [country], ...) as Polars frames (validate.py).
+     action, [user_id], [country], [locale], ...) as Polars frames (validate.py).
 Out: Aggregates: pin_boards(pin_id, boards: list[str]), pin_queries(pin_id, queries: list[str]),
-     query_pins (the privacy-passing (query, pin) pairs, see sql/query_pins.sql) and stats for the
-     manifest. Everything is keyed by pin_id, so a hash-partition of the pins (with their saves and
+     query_pins (the privacy-passing (query, pin) pairs, see sql/query_pins.sql), query_traffic
+     (one row per privacy-passing query, see sql/queries.sql) and stats for the manifest. Everything is keyed by pin_id, so a hash-partition of the pins (with their saves and
      engagements) aggregates to the matching slice of a whole-input run.
 """
 
@@ -23,6 +23,7 @@ class Aggregates:
     pin_boards: pl.DataFrame
     pin_queries: pl.DataFrame
     query_pins: pl.DataFrame
+    query_traffic: pl.DataFrame
     stats: dict[str, Any]
 
 
@@ -42,9 +43,10 @@ def aggregate(
     board_top_k: int = 5,
     query_top_k: int = 5,
     query_min_users: int = 3,
+    query_top_pins: int = 10,
     threads: int | None = None,
 ) -> Aggregates:
-    """Run sql/board_titles.sql, query_norm.sql, query_pairs.sql, top_queries.sql, query_pins.sql."""
+    """Run sql/board_titles.sql, query_norm.sql, query_pairs.sql, top_queries.sql, query_pins.sql, queries.sql."""
     use_users = "user_id" in engagements.columns and engagements.get_column("user_id").null_count() < engagements.height
     con = connect(threads=threads)
     try:
@@ -52,7 +54,7 @@ def aggregate(
         con.register("boards", _as_table(boards, {"board_id": pl.Utf8, "title": pl.Utf8}).to_arrow())
         con.register(
             "engagements",
-            _as_table(engagements, {"query": pl.Utf8, "pin_id": pl.Utf8, "action": pl.Utf8, "user_id": pl.Utf8, "country": pl.Utf8}).to_arrow(),
+            _as_table(engagements, {"query": pl.Utf8, "pin_id": pl.Utf8, "action": pl.Utf8, "user_id": pl.Utf8, "country": pl.Utf8, "locale": pl.Utf8}).to_arrow(),
         )
         weights = pl.DataFrame({"action": list(action_weights), "weight": [float(w) for w in action_weights.values()]})
         con.register("action_weights", weights.to_arrow())
@@ -62,6 +64,7 @@ def aggregate(
         run_sql(con, "query_pairs", {"min_users": query_min_users, "use_users": use_users})
         pin_queries = run_sql(con, "top_queries", {"top_k": query_top_k}).pl()
         query_pins = run_sql(con, "query_pins", {"use_users": use_users}).pl()
+        query_traffic = run_sql(con, "queries", {"use_users": use_users, "top_pins": query_top_pins}).pl()
         stats_row = run_sql(con, "query_stats").fetchall()[0]
     finally:
         con.close()
@@ -79,5 +82,6 @@ def aggregate(
         pin_boards=pin_boards.with_columns(pl.col("boards").cast(pl.List(pl.Utf8))),
         pin_queries=pin_queries.with_columns(pl.col("queries").cast(pl.List(pl.Utf8))),
         query_pins=query_pins,
+        query_traffic=query_traffic.with_columns(pl.col("top_pins").cast(pl.List(pl.Utf8))),
         stats=stats,
     )

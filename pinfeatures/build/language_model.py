@@ -13,7 +13,9 @@ languages of
     score(lang) = sum over the text's known 1..3-grams g of log(p(g | lang) + 0.5 / 10000)
 which is what this module computes, vectorised with numpy. langdetect's random trials agree with
 it except on texts where two languages are close; `detect_hybrid` sends exactly those (small
-margin) to the real seeded langdetect.
+margin) to the real seeded langdetect. The build uses `scores` (pinfeatures.build.language turns
+them into a posterior under the build's prior); `detect_hybrid` on a pin's title and description
+was the build's detector before that, and bench/bench_language.py keeps it as the baseline.
 
 Exactness of the features: the text goes through the same steps as Detector.append,
 Detector.cleaning_text, NGram.normalize and Detector._extract_ngrams:
@@ -297,9 +299,8 @@ def detect_fast(texts: Sequence[str | None], *, batch_size: int = 4096) -> tuple
     return codes, margins
 
 
-def _langdetect_chunk(args: tuple[list[str], int]) -> list[str]:
-    """Real langdetect, seeded, on a list of texts ('und' where it cannot tell)."""
-    texts, seed = args
+def detect_langdetect(texts: Sequence[str | None], *, seed: int = 0) -> list[str]:
+    """Plain seeded langdetect per text ('und' where it cannot tell): the reference the bench compares with."""
     from langdetect import DetectorFactory, detect
     from langdetect.lang_detect_exception import LangDetectException
 
@@ -307,45 +308,26 @@ def _langdetect_chunk(args: tuple[list[str], int]) -> list[str]:
     out = []
     for t in texts:
         try:
-            code = detect(t)
+            code = detect(t or "")
         except LangDetectException:
             code = UND
         out.append(UND if code == "unknown" else code)
     return out
 
 
-# Below this many texts a process pool costs more (spawn + profile loading) than it saves.
-_PARALLEL_MIN = 2000
-_CHUNK = 500
-
-
-def detect_langdetect(texts: Sequence[str | None], *, seed: int = 0, workers: int = 1) -> list[str]:
-    """Plain seeded langdetect per text ('und' on its errors); workers > 1 spreads chunks over processes."""
-    todo = [t or "" for t in texts]
-    if workers <= 1 or len(todo) < _PARALLEL_MIN:
-        return _langdetect_chunk((todo, seed))
-    import multiprocessing as mp
-
-    chunks = [todo[i : i + _CHUNK] for i in range(0, len(todo), _CHUNK)]
-    # spawn, not fork: callers hold DuckDB/Polars thread pools that a fork would copy mid-flight.
-    with mp.get_context("spawn").Pool(workers) as pool:
-        parts = pool.map(_langdetect_chunk, [(c, seed) for c in chunks], chunksize=1)
-    return [code for part in parts for code in part]
-
-
 def detect_hybrid(
-    texts: Sequence[str | None], *, seed: int = 0, min_margin: float = DEFAULT_MIN_MARGIN, workers: int = 1
+    texts: Sequence[str | None], *, seed: int = 0, min_margin: float = DEFAULT_MIN_MARGIN
 ) -> list[str]:
     """Language per text: `detect_fast`'s answer, or seeded langdetect's where the margin < min_margin.
 
     In:  texts; seed for langdetect (DetectorFactory.seed); min_margin in natural-log units
-         (0 never falls back, inf always does); workers for the langdetect fallback.
+         (0 never falls back, inf always does).
     Out: one code per text ('und' where neither can tell). Deterministic for a given seed.
     """
     codes, margins = detect_fast(texts)
     ask = [i for i, (c, mg) in enumerate(zip(codes, margins)) if c != UND and mg < min_margin]
     if ask:
-        answers = detect_langdetect([texts[i] for i in ask], seed=seed, workers=workers)
+        answers = detect_langdetect([texts[i] for i in ask], seed=seed)
         for i, code in zip(ask, answers):
             codes[i] = code
     return codes

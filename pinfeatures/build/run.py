@@ -1,7 +1,7 @@
 """`pinfeatures build`: input tables to features.parquet, texts.parquet, rejects.parquet, manifest.json.
 
-    read (sources) -> validate -> aggregate (DuckDB) -> text (Polars) -> language -> caption
-    -> features -> assemble (variants, budgets) -> write
+    read (sources) -> validate -> aggregate (DuckDB) -> text (Polars) -> language (pins, with
+    their board titles; then queries) -> caption -> features -> assemble (variants, budgets) -> write
 
 `run_build(cfg)` is the one public function; its arguments are the CLI's flags (BuildConfig).
 """
@@ -21,7 +21,8 @@ import polars as pl
 from pinfeatures import __version__
 from pinfeatures.build.aggregate import aggregate
 from pinfeatures.build.assemble import assemble_texts
-from pinfeatures.build.language import detect_languages
+from pinfeatures.build.language import LanguageSettings, detect_languages
+from pinfeatures.build.queries import query_languages, query_table
 from pinfeatures.build.read import input_tables, read_located
 from pinfeatures.build.text import clean_column, normalise_pins
 from pinfeatures.build.tokens import make_counter
@@ -36,7 +37,7 @@ PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 3
 
 
 def run_build(cfg: BuildConfig) -> dict[str, Any]:
-    """Run the whole build and write its four outputs (plus query_pins.parquet) to cfg.out. Returns the manifest."""
+    """Run the whole build and write its four outputs (plus query_pins.parquet, queries.parquet) to cfg.out. Returns the manifest."""
     if not cfg.out:
         raise ConfigError("--out is required: the folder the build writes to")
     if not cfg.input and not cfg.pins:
@@ -68,6 +69,7 @@ def run_build(cfg: BuildConfig) -> dict[str, Any]:
             board_top_k=cfg.board_top_k,
             query_top_k=cfg.query_top_k,
             query_min_users=cfg.query_min_users,
+            query_top_pins=cfg.query_top_pins,
         )
 
     # the aggregates hold all the build needs of saves and engagements: free the big tables now
@@ -76,14 +78,13 @@ def run_build(cfg: BuildConfig) -> dict[str, Any]:
     with progress.stage("text", "cleaning titles and descriptions"):
         pins = normalise_pins(valid.pins, cfg.max_source_chars)
 
-    with progress.stage("language", "detecting languages"):
-        pins, language_stats = detect_languages(
-            pins,
-            max_chars=cfg.langdetect_max_chars,
-            min_letters=cfg.langdetect_min_letters,
-            seed=cfg.langdetect_seed,
-            workers=cfg.langdetect_workers,
-        )
+    with progress.stage("language", "detecting languages (pins with their board titles, then queries)"):
+        language_settings = LanguageSettings.from_config(cfg)
+        pins, language_prior, language_stats = detect_languages(pins, agg.pin_boards, language_settings)
+        languages = query_languages(agg.query_traffic, agg.query_pins, pins.select("pin_id", "language"), language_prior, language_settings)
+        queries = query_table(agg.query_traffic, languages, cfg.pairs.bands)
+        query_pins = agg.query_pins.join(languages.select("query", "query_language"), on="query", how="left", maintain_order="left")
+    language_stats["queries"] = {r[0]: int(r[1]) for r in queries.group_by("query_language_source").len().sort("query_language_source").iter_rows()}
 
     with progress.stage("caption", "captions (precomputed table and/or model)"):
         captions, caption_stats = attach_captions(pins, valid.captions, cfg, images_root(cfg, located), progress)
@@ -98,11 +99,12 @@ def run_build(cfg: BuildConfig) -> dict[str, Any]:
         features.write_parquet(out / "features.parquet", **PARQUET_OPTIONS)
         texts.write_parquet(out / "texts.parquet", **PARQUET_OPTIONS)
         valid.rejects.write_parquet(out / "rejects.parquet", **PARQUET_OPTIONS)
-        agg.query_pins.write_parquet(out / "query_pins.parquet", **PARQUET_OPTIONS)
+        query_pins.write_parquet(out / "query_pins.parquet", **PARQUET_OPTIONS)
+        queries.write_parquet(out / "queries.parquet", **PARQUET_OPTIONS)
 
     timings = dict(progress.timings)
     timings["total"] = time.perf_counter() - started
-    manifest = _manifest(cfg, fingerprints, valid, agg.stats, language_stats, caption_stats, features, texts, variants, counter.name, timings)
+    manifest = _manifest(cfg, fingerprints, valid, agg.stats, language_stats, caption_stats, features, texts, queries, variants, counter.name, timings)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
     progress.say(f"wrote {features.height} pins, {texts.height} texts, {valid.rejects.height} rejects to {out} in {timings['total']:.1f}s")
 
@@ -249,7 +251,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _manifest(cfg, fingerprints, valid, agg_stats, language_stats, caption_stats, features, texts, variants, counter_name, timings) -> dict[str, Any]:
+def _manifest(cfg, fingerprints, valid, agg_stats, language_stats, caption_stats, features, texts, queries, variants, counter_name, timings) -> dict[str, Any]:
     languages = {r[0]: int(r[1]) for r in features.group_by("language").len().sort(["len", "language"], descending=[True, False]).iter_rows()}
     return {
         "pinfeatures_version": __version__,
@@ -277,5 +279,6 @@ def _manifest(cfg, fingerprints, valid, agg_stats, language_stats, caption_stats
             "texts": {"path": "texts.parquet", "rows": texts.height},
             "rejects": {"path": "rejects.parquet", "rows": valid.rejects.height},
             "query_pins": {"path": "query_pins.parquet"},
+            "queries": {"path": "queries.parquet", "rows": queries.height},
         },
     }

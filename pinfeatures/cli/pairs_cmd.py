@@ -18,12 +18,13 @@ from pinfeatures.config import make_config
 @click.option("--variants", default=None, help="ladder, loo, all, or a comma list [default: every variant of the build].")
 @click.option("--bands", default=None, help="Cumulative traffic shares ending the head and torso bands [default: 0.5,0.8].")
 @click.option("--by-country", is_flag=True, default=None, help="Stratify by country as well.")
+@click.option("--strata-language", type=click.Choice(["pin", "query"]), default=None, help="Stratify by the pin's language or the query's [default: pin].")
 @click.option("--allocation", type=click.Choice(["proportional", "equal", "per_stratum"]), default=None, help="How the sample is spread over strata [default: proportional].")
 @click.option("--per-stratum", "per_stratum_size", type=int, default=None, help="Pairs per stratum with --allocation per_stratum.")
 @click.option("--seed", type=int, default=None, help="Sampling seed [default: 0].")
 @click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False), help="TOML config ([pairs] table).")
 @click.option("--quiet", is_flag=True, help="Print nothing but errors.")
-def pairs(build_dir, judgments, sample, out, fmt, variants, bands, by_country, allocation, per_stratum_size, seed, config_file, quiet) -> None:
+def pairs(build_dir, judgments, sample, out, fmt, variants, bands, by_country, strata_language, allocation, per_stratum_size, seed, config_file, quiet) -> None:
     """Write one row per (query, pin, variant) with its text, and its label or stratum and sampling weight."""
     from pinfeatures.pairs.sample import run_pairs
 
@@ -39,6 +40,7 @@ def pairs(build_dir, judgments, sample, out, fmt, variants, bands, by_country, a
         pairs__variants=variants,
         pairs__bands=bands,
         pairs__by_country=by_country,
+        pairs__strata_language=strata_language,
         pairs__allocation=allocation,
         pairs__per_stratum_size=per_stratum_size,
         pairs__seed=seed,

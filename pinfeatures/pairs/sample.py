@@ -12,7 +12,9 @@ Sampling design:
   band whose cut-off is above the cumulative share of traffic *before* it. With cut-offs
   (0.5, 0.8): head = the queries that make up the first 50% of traffic, torso = up to 80%,
   tail = the rest. The top query is always head.
-* Strata: pin language x band (x country of the pair, `unknown` when null, with --by-country).
+* Strata: language x band (x country of the pair, `unknown` when null, with --by-country); the
+  language is the pin's (`strata_language = "pin"`) or the query's (`"query"`, query_pins'
+  `query_language`).
 * Allocation of n pairs: `proportional` (n_h ~ n * N_h / N, largest remainders), `equal`
   (n / H each, capped at N_h, what a small stratum cannot take goes to the others), or
   `per_stratum` (min(size, N_h) from each stratum).
@@ -34,12 +36,14 @@ from typing import Any, Sequence
 import numpy as np
 import polars as pl
 
+from pinfeatures.build.queries import band_names, query_bands
 from pinfeatures.config import PairsConfig
 from pinfeatures.errors import ConfigError, InputError
 from pinfeatures.evaluate.metrics import stable_seed
 from pinfeatures.evaluate.run import Build, load_build, load_judgments, select_variants
 
 ALLOCATIONS = ("proportional", "equal", "per_stratum")
+STRATA_LANGUAGES = ("pin", "query")
 FORMATS = ("parquet", "jsonl")
 
 SCHEMA_JUDGED = {
@@ -57,20 +61,11 @@ SCHEMA_SAMPLED = {
     "stratum": pl.Utf8,
     "band": pl.Utf8,
     "language": pl.Utf8,
+    "query_language": pl.Utf8,
     "country": pl.Utf8,
     "sampling_weight": pl.Float64,
     "query_traffic": pl.Float64,
 }
-
-
-def band_names(cutoffs: Sequence[float]) -> list[str]:
-    """head/torso/tail for two cut-offs, head/tail for one, band1..bandN otherwise."""
-    n = len(cutoffs) + 1
-    if n == 3:
-        return ["head", "torso", "tail"]
-    if n == 2:
-        return ["head", "tail"]
-    return [f"band{i + 1}" for i in range(n)]
 
 
 def check_pairs_config(cfg: PairsConfig) -> None:
@@ -80,6 +75,8 @@ def check_pairs_config(cfg: PairsConfig) -> None:
         raise ConfigError(f"pairs.bands must be increasing shares strictly between 0 and 1, got {bands}")
     if cfg.allocation not in ALLOCATIONS:
         raise ConfigError(f"pairs.allocation must be one of {', '.join(ALLOCATIONS)}, got {cfg.allocation!r}")
+    if cfg.strata_language not in STRATA_LANGUAGES:
+        raise ConfigError(f"pairs.strata_language must be pin or query, got {cfg.strata_language!r}")
     if cfg.format not in FORMATS:
         raise ConfigError(f"pairs.format must be parquet or jsonl, got {cfg.format!r}")
     if cfg.sample is not None and cfg.sample < 1:
@@ -90,30 +87,16 @@ def check_pairs_config(cfg: PairsConfig) -> None:
         raise ConfigError("--per-stratum is only used with --allocation per_stratum")
 
 
-def query_bands(query_pins: pl.DataFrame, cutoffs: Sequence[float]) -> pl.DataFrame:
-    """Popularity band of each query.
-
-    In:  query_pins with `query`, `query_traffic`.
-    Out: `query`, `query_traffic` (f64), `traffic_share_before` (f64), `band` (str).
-    """
-    names = band_names(cutoffs)
-    q = (
-        query_pins.group_by("query")
-        .agg(pl.col("query_traffic").cast(pl.Float64).max().fill_null(0.0))
-        .sort(["query_traffic", "query"], descending=[True, False])
-    )
-    total = float(q.get_column("query_traffic").sum()) or 1.0
-    q = q.with_columns(((pl.col("query_traffic").cum_sum() - pl.col("query_traffic")) / total).alias("traffic_share_before"))
-    band = pl.lit(names[-1])
-    for cut, name in reversed(list(zip(cutoffs, names))):
-        band = pl.when(pl.col("traffic_share_before") < cut).then(pl.lit(name)).otherwise(band)
-    return q.with_columns(band.alias("band"))
+def strata_language_column(cfg: PairsConfig) -> str:
+    """The population column that names a stratum's language."""
+    return "query_language" if cfg.strata_language == "query" else "language"
 
 
 def strata_population(query_pins: pl.DataFrame, languages: pl.DataFrame, cfg: PairsConfig) -> pl.DataFrame:
     """Every (query, pin) pair with its stratum.
 
-    Out: query, pin_id, query_traffic, band, language, country, stratum; sorted by stratum, query, pin_id.
+    Out: query, pin_id, query_traffic, band, language, query_language, country, stratum; sorted by
+         stratum, query, pin_id. The stratum's language is `language` or `query_language` (cfg.strata_language).
     """
     bands = query_bands(query_pins, cfg.bands)
     country = (
@@ -121,14 +104,15 @@ def strata_population(query_pins: pl.DataFrame, languages: pl.DataFrame, cfg: Pa
         if "country" in query_pins.columns
         else pl.lit("unknown")
     )
+    query_language = pl.col("query_language").fill_null("und") if "query_language" in query_pins.columns else pl.lit("und")
     pop = (
-        query_pins.select("query", pl.col("pin_id").cast(pl.Utf8), country.alias("country"))
+        query_pins.select("query", pl.col("pin_id").cast(pl.Utf8), country.alias("country"), query_language.alias("query_language"))
         .unique(["query", "pin_id"], keep="first", maintain_order=True)
         .join(bands.select("query", "query_traffic", "band"), on="query", how="left")
         .join(languages, on="pin_id", how="left")
         .with_columns(pl.col("language").fill_null("und"))
     )
-    parts = [pl.col("language"), pl.col("band")] + ([pl.col("country")] if cfg.by_country else [])
+    parts = [pl.col(strata_language_column(cfg)), pl.col("band")] + ([pl.col("country")] if cfg.by_country else [])
     pop = pop.with_columns(pl.concat_str(parts, separator="/").alias("stratum"))
     return pop.sort(["stratum", "query", "pin_id"])
 
@@ -286,7 +270,7 @@ def run_pairs(
             raise InputError(f"missing column(s) {', '.join(missing)}", file=str(qp_path), column=missing[0])
         qp = qp.filter(pl.col("query").is_not_null() & pl.col("pin_id").is_not_null())
         population = strata_population(qp, build.features, cfg)
-        langs = sorted(population.get_column("language").unique().to_list())
+        langs = sorted(population.get_column(strata_language_column(cfg)).unique().to_list())
         names = band_names(cfg.bands)
         countries = sorted(population.get_column("country").unique().to_list()) if cfg.by_country else [None]
         design = [f"{lang}/{band}" + (f"/{c}" if c is not None else "") for lang in langs for band in names for c in countries]

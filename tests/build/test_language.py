@@ -1,16 +1,24 @@
-"""Language stage: seeded langdetect, script shortcuts, the input column, serial vs parallel."""
+"""Language stage: whole pin text (title, description, board titles), the build's prior, the floor, determinism."""
 
 from __future__ import annotations
+
+import math
 
 import polars as pl
 import pytest
 
 from pinfeatures.build.language import (
     UND,
+    LanguageSettings,
     detect_languages,
-    detect_many,
-    quick_language,
+    detect_texts,
+    estimate_prior,
+    quick_languages,
+    uniform_prior,
 )
+from pinfeatures.build.language_model import languages
+from pinfeatures.config import BuildConfig
+from pinfeatures.errors import ConfigError
 
 TEXTS = {
     "en": "The best chocolate cake recipe for a birthday party with friends",
@@ -20,12 +28,29 @@ TEXTS = {
     "ar": "أفضل وصفة كعكة الشوكولاتة لحفلة عيد ميلاد مع الأصدقاء",
     "ru": "Лучший рецепт шоколадного торта на день рождения с друзьями",
 }
+# long, sure English texts: a build made mostly of them has an English-heavy prior
+ENGLISH = [
+    "Small garden ideas: how to plant flowers on a tiny balcony this summer",
+    "Living room decor with natural wood and plants, cozy and bright",
+    "Summer dress outfit inspiration that I saved for the weekend",
+    "Everything you need to know about running shoes, with tips from our readers",
+    "A collection of wedding hairstyles that I want to try this year",
+    "Step by step guide to watercolor painting for beginners",
+]
+
+
+def _pins(titles: list[str], boards: list[list[str]] | None = None) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    ids = [f"p{i}" for i in range(len(titles))]
+    pins = pl.DataFrame({"pin_id": ids, "title": titles, "description": [None] * len(titles)}, schema_overrides={"description": pl.Utf8})
+    if boards is None:
+        return pins, None
+    return pins, pl.DataFrame({"pin_id": ids, "boards": boards}, schema={"pin_id": pl.Utf8, "boards": pl.List(pl.Utf8)})
 
 
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("ok", UND),
+        ("ok", UND),  # 2 letters < 3
         ("12345 !!! 🎂🎂", UND),
         ("", UND),
         ("猫", UND),  # one character: too short even for CJK
@@ -34,67 +59,70 @@ TEXTS = {
         ("고양이 케이크", "ko"),
         ("עוגת שוקולד טעימה", "he"),
         ("Ελληνική σαλάτα", "el"),
-        ("Chocolate cake recipe", None),  # Latin: ask langdetect
-        ("简单的蛋糕做法", None),  # Han only: zh-cn or zh-tw, ask langdetect
+        ("Wow", None),  # 3 letters: ask the model
+        ("साड़ी", None),  # 2 letters + 3 vowel signs: marks count, so the model is asked
+        ("简单的蛋糕做法", None),  # Han only: zh-cn, zh-tw or ja, ask the model
     ],
 )
-def test_quick_language(text, expected):
-    assert quick_language(text, 8) == expected
+def test_quick_languages(text, expected):
+    assert quick_languages(pl.Series([text]), 3).to_list() == [expected]
 
 
-def test_detect_many_values_and_determinism():
-    texts = list(TEXTS.values()) + ["ok", "ねこのケーキ"] + list(TEXTS.values())  # duplicates are detected once
-    first, asked = detect_many(texts, seed=0, workers=1)
-    assert asked == len(TEXTS)
-    assert {lang: first[t] for lang, t in TEXTS.items()} == {lang: lang for lang in TEXTS}
-    assert first["ok"] == UND and first["ねこのケーキ"] == "ja"
-    for _ in range(2):
-        again, _ = detect_many(list(reversed(texts)), seed=0, workers=1)
-        assert again == first
+def test_estimate_prior_mixes_the_build_with_uniform():
+    langs = languages()
+    prior = estimate_prior({"en": 3, "de": 1, "xx": 50, "fr": 0}, 0.9)  # xx: not a langdetect language, ignored
+    assert prior.probs["en"] == pytest.approx(0.9 * 3 / 4 + 0.1 / len(langs))
+    assert prior.probs["de"] == pytest.approx(0.9 * 1 / 4 + 0.1 / len(langs))
+    assert prior.probs["fr"] == pytest.approx(0.1 / len(langs))
+    assert math.fsum(prior.probs.values()) == pytest.approx(1.0)
+    assert dict(prior.counts) == {"en": 3, "de": 1}
+    assert estimate_prior({}, 0.9).probs == uniform_prior().probs
+    assert estimate_prior({"en": 5}, 0.0).probs == pytest.approx(uniform_prior().probs)
 
 
-def _many_texts(n: int) -> list[str]:
-    words = {
-        "en": "cake garden dress recipe summer kitchen bedroom wedding flowers easy".split(),
-        "fr": "gâteau jardin robe recette été cuisine chambre mariage fleurs facile".split(),
-        "de": "Kuchen Garten Kleid Rezept Sommer Küche Schlafzimmer Hochzeit Blumen einfach".split(),
-        "es": "pastel jardín vestido receta verano cocina dormitorio boda flores fácil".split(),
-        "pt": "bolo jardim vestido receita verão cozinha quarto casamento flores fácil".split(),
-    }
-    langs = list(words)
-    out = []
-    for i in range(n):
-        w = words[langs[i % len(langs)]]
-        out.append(" ".join(w[(i // 5 + j * 3) % 10] for j in range(4)) + f" {w[(i // 50) % 10]}{i // 500}")
-    return list(dict.fromkeys(out))
+def test_prior_decides_a_short_title():
+    """'Cozy reading nook' is Tagalog to langdetect's profiles alone; English in an English build."""
+    settings = LanguageSettings()
+    assert detect_texts(["Cozy reading nook"], uniform_prior(), settings) == {"Cozy reading nook": "tl"}
+    pins, _ = _pins(ENGLISH + [TEXTS["de"], "Cozy reading nook"])
+    out, prior, stats = detect_languages(pins, None, settings)
+    assert out.get_column("language").to_list() == ["en"] * 6 + ["de", "en"]
+    assert dict(prior.counts) == {"en": 6, "de": 1}
+    assert stats["prior"]["sure_pins"] == 7 and stats["given"] == 0 and stats["distinct_texts_detected"] == 8
 
 
-def test_serial_and_parallel_paths_agree(monkeypatch):
-    """The process pool (spawned workers, chunked) answers exactly what one process answers.
-
-    langdetect runs at a few hundred texts/s on this 2-core box, so instead of >2000 texts the
-    pool threshold and chunk size are lowered: the real pool path still runs (spawn, per-process
-    seeding, several chunks per worker), on 300 distinct texts.
-    """
-    import pinfeatures.build.language_model as langid
-
-    texts = _many_texts(300)
-    assert len(texts) == 300
-    serial = langid.detect_langdetect(texts, seed=0, workers=1)
-    monkeypatch.setattr(langid, "_PARALLEL_MIN", 100)
-    monkeypatch.setattr(langid, "_CHUNK", 40)  # 8 chunks over 2 workers
-    parallel = langid.detect_langdetect(texts, seed=0, workers=2)
-    assert parallel == serial
-    # the five vocabularies come back mostly as themselves (short texts leave langdetect some room)
-    hits = sum(serial[i] == ("en", "fr", "de", "es", "pt")[i % 5] for i in range(len(texts)))
-    assert hits >= 0.6 * len(texts)
-    # and the build's path (numpy model + langdetect for the unsure) agrees with it on most texts
-    hybrid, asked = detect_many(texts, seed=0, workers=2)
-    assert asked == len(texts)
-    assert sum(hybrid[t] == serial[i] for i, t in enumerate(texts)) >= 0.97 * len(texts)
+@pytest.mark.parametrize(
+    "extra, title, boards, alone, with_boards",
+    [
+        # an English build with one Portuguese pin: the title alone reads as Portuguese
+        (["A melhor receita de bolo de chocolate para uma festa de aniversário"], "Homemade pizza dough",
+         ["dinner recipes", "weeknight meals"], "pt", "en"),
+        # an English build: a short Portuguese title reads as Spanish, its board says Portuguese
+        ([], "Sala de estar pequena", ["decoração"], "es", "pt"),
+    ],
+)
+def test_board_titles_join_the_pin_text(extra, title, boards, alone, with_boards):
+    titles = ENGLISH + extra + [title]
+    without, _, _ = detect_languages(*_pins(titles))
+    assert without.get_column("language").to_list() == ["en"] * 6 + ["pt"] * len(extra) + [alone]
+    board_lists = [[]] * (len(titles) - 1) + [boards]
+    with_, _, _ = detect_languages(*_pins(titles, board_lists))
+    assert with_.get_column("language").to_list() == ["en"] * 6 + ["pt"] * len(extra) + [with_boards]
+    assert with_.columns == without.columns == ["pin_id", "title", "description", "language"]
 
 
-def test_detect_languages_input_column_wins():
+def test_floor_gives_und():
+    """Below min_confidence the answer is `und`; with the floor at 0 the best guess is kept."""
+    pins, _ = _pins(ENGLISH + ["garden ideas"])
+    strict, _, stats = detect_languages(pins, None, LanguageSettings(min_confidence=0.99))
+    assert strict.get_column("language").to_list()[-1] == UND
+    assert stats["und"] == stats["below_min_confidence"] >= 1
+    loose, _, stats = detect_languages(pins, None, LanguageSettings(min_confidence=0.0))
+    assert loose.get_column("language").to_list()[-1] == "en"
+    assert stats["und"] == 0
+
+
+def test_input_column_wins_and_counts_towards_the_prior():
     pins = pl.DataFrame(
         {
             "pin_id": ["a", "b", "c", "d", "e"],
@@ -103,26 +131,39 @@ def test_detect_languages_input_column_wins():
             "language": [" FR ", None, "", None, "pt-BR"],
         }
     )
-    out, stats = detect_languages(pins, seed=0, workers=1)
+    out, prior, stats = detect_languages(pins)
     assert out.get_column("language").to_list() == ["fr", "fr", UND, "ja", "pt-br"]
     assert out.columns == pins.columns
-    assert stats["given"] == 2
-    assert stats["sent_to_langdetect"] == 1  # only b's French text reaches langdetect
+    assert stats["given"] == 2 and stats["distinct_texts_detected"] == 3
+    assert dict(prior.counts) == {"fr": 2, "ja": 1}  # pt-br is not a langdetect code: not in the prior
 
 
-def test_detect_languages_without_language_column_and_seed_stability():
-    pins = pl.DataFrame({"pin_id": list(TEXTS), "title": list(TEXTS.values()), "description": [None] * len(TEXTS)})
-    a, _ = detect_languages(pins, seed=0, workers=1)
-    b, _ = detect_languages(pins.reverse(), seed=0, workers=1)
-    assert a.get_column("language").to_list() == list(TEXTS)
-    assert b.reverse().get_column("language").to_list() == list(TEXTS)
+def test_deterministic_whatever_the_order():
+    titles = list(TEXTS.values()) + ENGLISH + ["Cozy reading nook", "garden ideas", "Wow", "ok"]
+    pins, boards = _pins(titles, [["home ideas"]] * len(titles))
+    a, _, sa = detect_languages(pins, boards)
+    b, _, sb = detect_languages(pins.reverse(), boards.sample(fraction=1.0, shuffle=True, seed=3))
+    assert a.get_column("language").to_list() == b.reverse().get_column("language").to_list()
+    assert sa == sb
+    assert a.get_column("language").to_list()[:6] == list(TEXTS)
 
 
-def test_short_text_is_und_and_max_chars_bounds_the_text():
-    pins = pl.DataFrame({"pin_id": ["a", "b"], "title": ["Hi!", "ab"], "description": ["", "cd"]})
-    out, stats = detect_languages(pins, seed=0, workers=1)
-    assert out.get_column("language").to_list() == [UND, UND] and stats["sent_to_langdetect"] == 0
+def test_max_chars_bounds_the_text():
     # the first 10 characters are Japanese: the long English tail is never read
     pins = pl.DataFrame({"pin_id": ["j"], "title": ["ねこのケーキ です"], "description": [TEXTS["en"] * 50]})
-    out, _ = detect_languages(pins, max_chars=10, seed=0, workers=1)
+    out, _, _ = detect_languages(pins, None, LanguageSettings(max_chars=10))
     assert out.get_column("language").to_list() == ["ja"]
+
+
+@pytest.mark.parametrize(
+    "setting, value, message",
+    [
+        ("language_min_confidence", 1.5, "language_min_confidence must be between 0 and 1"),
+        ("language_prior_weight", -0.1, "language_prior_weight must be between 0 and 1"),
+        ("language_temperature", 0.0, "language_temperature must be > 0"),
+        ("language_min_letters", 0, "language_min_letters must be >= 1"),
+    ],
+)
+def test_bad_settings(setting, value, message):
+    with pytest.raises(ConfigError, match=message):
+        BuildConfig(**{setting: value})

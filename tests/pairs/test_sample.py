@@ -79,7 +79,7 @@ def test_sample_is_seeded_and_has_the_schema(build, tmp_path):
     c = run_pairs(build, PairsConfig(sample=10, seed=2), out=tmp_path / "c.parquet").pairs
     assert a.equals(b)
     assert not a.equals(c)
-    assert a.columns == ["query", "pin_id", "variant", "text", "stratum", "band", "language", "country", "sampling_weight", "query_traffic"]
+    assert a.columns == ["query", "pin_id", "variant", "text", "stratum", "band", "language", "query_language", "country", "sampling_weight", "query_traffic"]
     assert set(a["variant"]) <= set(LADDER)
     # p3 has no caption: its 'caption' row is left out, never an empty text
     assert a["text"].null_count() == 0 and (a["text"].str.len_chars() > 0).all()
@@ -95,6 +95,23 @@ def test_by_country_strata(build, tmp_path):
     assert {s["country"] for s in strata} == {"US", "DE", "unknown"}
     assert all(s["stratum"].count("/") == 2 for s in strata)
     assert res.manifest["sample"]["empty_strata"]  # some language x band x country cells are empty
+
+
+def test_query_language_strata(tmp_path):
+    """strata_language='query': strata are query_language x band; the pin's language is still carried."""
+    qlang = {"q0": "en", "q1": "en", "q2": "de", "q3": "de", "q4": "fr", "q5": None, "q6": "en"}
+    qp = query_pins().with_columns(pl.col("query").replace_strict(qlang, return_dtype=pl.Utf8).alias("query_language"))
+    build = make_build(tmp_path / "build", query_pins=qp)
+    res = run_pairs(build, PairsConfig(per_stratum_size=100, allocation="per_stratum", strata_language="query"), out=tmp_path / "q.parquet")
+    pairs = res.pairs.filter(pl.col("variant") == "caption+title")
+    expected = pairs.select(pl.concat_str([pl.col("query_language"), pl.col("band")], separator="/"))
+    assert pairs["stratum"].to_list() == expected.to_series().to_list()
+    assert dict(zip(pairs["query"], pairs["query_language"])) == {q: (lang or "und") for q, lang in qlang.items()}
+    assert {s["language"] for s in res.manifest["sample"]["strata"]} == {"en", "de", "fr", "und"}
+    pin_strata = run_pairs(build, PairsConfig(per_stratum_size=100, allocation="per_stratum"), out=tmp_path / "p.parquet").pairs
+    assert pin_strata.select(pl.col("stratum").str.starts_with(pl.col("language")).all()).item()
+    with pytest.raises(ConfigError, match="strata_language"):
+        run_pairs(build, PairsConfig(sample=5, strata_language="user"))
 
 
 def test_judged_pairs_with_labels_and_jsonl(build, tmp_path):
