@@ -24,7 +24,11 @@ def test_defaults():
     assert (cfg.variants, cfg.board_top_k, cfg.query_top_k, cfg.query_min_users, cfg.max_tokens) == ("ladder", 5, 5, 3, 512)
     assert dict(cfg.action_weights) == DEFAULT_WEIGHTS
     assert cfg.caption.model is None
-    json.dumps(cfg.to_dict())  # serialisable for the manifest
+    # the manifest records the settings as JSON: plain values, tuples as lists, the tables nested
+    recorded = json.loads(json.dumps(cfg.to_dict()))
+    assert (recorded["query_min_users"], recorded["action_weights"], recorded["source_order"]) == (
+        3, DEFAULT_WEIGHTS, ["title", "description", "caption", "boards", "queries"])
+    assert (recorded["caption"]["model"], recorded["caption"]["max_new_tokens"], recorded["evaluate"]["ndcg_k"]) == (None, 30, 10)
 
 
 def test_toml_then_flags_precedence(tmp_path):

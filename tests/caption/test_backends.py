@@ -54,8 +54,9 @@ def test_blip_encoder_decoder_loads_and_captions(blip_dir):
     assert isinstance(cap, HFCaptioner) and not cap.is_chat
     assert (cap.device, cap.dtype, cap.target_size) == ("cpu", "float32", 32)
     out = cap.caption(IMAGES)
-    assert len(out) == 3 and all(isinstance(t, str) and t for t in out)
-    assert all(1 <= len(t.split()) <= 6 for t in out)
+    # random weights give arbitrary words, but the same ones for the seed: any change in loading,
+    # preprocessing or decoding shows here
+    assert out == ["coat rustic cozy a mirror fresh", "cactus outfit red cozy necklace", "people skirt hands necklace autumn rustic"]
     assert cap.caption(IMAGES) == out  # greedy decoding is deterministic
     assert cap.caption([IMAGES[1]]) == [out[1]]  # batching does not change a caption
 
@@ -84,10 +85,8 @@ def test_chat_vlm_idefics3_gets_prompt_through_chat_template(idefics_dir):
     assert cap._chat_text.startswith("<s>User:<image> Describe this image.") and cap._chat_text.endswith("Assistant:")
     assert cap.tokenizer.padding_side == "left"
     out = cap.caption(IMAGES)
-    assert len(out) == 3 and all(isinstance(t, str) for t in out)
-    # the prompt is cut off: no caption repeats the prompt or the chat roles
-    assert not any("assistant" in t.lower() or "describe" in t.lower() for t in out)
-    assert all(len(t.split()) <= 5 for t in out)
+    # the prompt is cut off: no caption repeats the prompt or the chat roles; the words are the seed's
+    assert out == ["yellow golden room car fern", "by winter puppy two girl", "by winter simple train on"]
     other = resolve_model(CaptionConfig(model=str(idefics_dir), max_new_tokens=5, prompt="What is this?"))
     assert other.fingerprint != spec.fingerprint
 
@@ -103,8 +102,8 @@ def test_open_clip_coca_with_weights_file(coca):
         assert resolve_model(other).fingerprint != spec.fingerprint
     cap = load_captioner(spec, cfg)
     assert isinstance(cap, OpenClipCocaCaptioner) and cap.target_size == 32
-    out = cap.caption(IMAGES)
-    assert len(out) == 3 and all(isinstance(t, str) and t for t in out)
+    # the tiny random CoCa's decoder prefers "!": six forced tokens each (min_new_tokens = 6)
+    assert cap.caption(IMAGES) == ["!!!!!!"] * 3
     with pytest.raises(ModelError, match="caption-weights"):
         resolve_model(CaptionConfig(model=f"open_clip:{arch}"))
     with pytest.raises(ModelError, match="not found"):
@@ -124,7 +123,7 @@ def test_demo_model_resolves_from_any_cwd(tmp_path, monkeypatch):
     spec = resolve_model(cfg)
     assert spec.identity["model"] == "demo"
     words = load_captioner(spec, cfg).caption(IMAGES[:1])[0].split()
-    assert 1 <= len(words) <= 8 and len(set(words)) == len(words)  # demo forbids repeats
+    assert words == ["coat", "rustic", "cozy", "a", "mirror", "fresh", "craft", "train"]  # demo forbids repeats
 
 
 def test_bad_models_and_settings(tmp_path, blip_dir):

@@ -50,6 +50,14 @@ def test_allocation_rules():
         allocate(pop, None, "proportional")
 
 
+POPULATION = {"de/head": 2, "de/torso": 2, "de/tail": 6, "en/head": 2, "en/torso": 6, "en/tail": 10}
+SAMPLED = {
+    "proportional": {"de/head": 1, "de/torso": 1, "de/tail": 3, "en/head": 1, "en/torso": 2, "en/tail": 4},
+    "equal": {"de/head": 2, "de/torso": 2, "de/tail": 2, "en/head": 2, "en/torso": 2, "en/tail": 2},
+    "per_stratum": {"de/head": 2, "de/torso": 2, "de/tail": 2, "en/head": 2, "en/torso": 2, "en/tail": 2},
+}
+
+
 @pytest.mark.parametrize("allocation,extra", [("proportional", {"sample": 12}), ("equal", {"sample": 12}), ("per_stratum", {"per_stratum_size": 2})])
 def test_sample_weights_sum_to_population(build, tmp_path, allocation, extra):
     cfg = PairsConfig(allocation=allocation, seed=3, **extra)
@@ -66,9 +74,10 @@ def test_sample_weights_sum_to_population(build, tmp_path, allocation, extra):
     assert sum(st["population"] for st in m["strata"]) == pop.height
     if allocation != "per_stratum":
         assert m["sampled_pairs"] == 12
-    # an empty stratum (a language x band cell with no pairs) is reported, not an error
-    assert all(st["status"] in ("ok", "empty", "not_sampled") for st in m["strata"])
-    assert m["empty_strata"] == [st["stratum"] for st in m["strata"] if st["population"] == 0]
+    # every language x band cell has pairs here (test_by_country_strata has empty ones)
+    assert [(st["stratum"], st["population"], st["sampled"], st["status"]) for st in m["strata"]] == [
+        (name, POPULATION[name], SAMPLED[allocation][name], "ok") for name in POPULATION]
+    assert m["empty_strata"] == []
     manifest = json.loads((tmp_path / "pairs_manifest.json").read_text())
     assert manifest["sample"]["strata"] == m["strata"]
 
@@ -94,7 +103,10 @@ def test_by_country_strata(build, tmp_path):
     strata = res.manifest["sample"]["strata"]
     assert {s["country"] for s in strata} == {"US", "DE", "unknown"}
     assert all(s["stratum"].count("/") == 2 for s in strata)
-    assert res.manifest["sample"]["empty_strata"]  # some language x band x country cells are empty
+    # a language x band x country cell with no pairs is reported, not an error
+    assert res.manifest["sample"]["empty_strata"] == ["de/head/unknown", "de/torso/unknown", "de/tail/unknown", "en/head/unknown"]
+    empty = [s for s in strata if s["stratum"] in res.manifest["sample"]["empty_strata"]]
+    assert [(s["population"], s["sampled"], s["status"]) for s in empty] == [(0, 0, "empty")] * 4
 
 
 def test_query_language_strata(tmp_path):
@@ -123,7 +135,9 @@ def test_judged_pairs_with_labels_and_jsonl(build, tmp_path):
     assert len(rows) == 11 * 2 - 1 == res.manifest["rows"]
     assert rows[0] == {"query": "living room", "pin_id": "p1", "variant": "caption", "text": "Image: a red sofa", "label": 5}
     assert res.manifest["judgments"]["rejects"] == {"unknown_pin": 1}
-    assert (tmp_path / "pairs_rejects.parquet").is_file()
+    rejects = pl.read_parquet(tmp_path / "pairs_rejects.parquet")
+    assert rejects.select("table", "file", "row", "column", "reason").rows() == [("judgments", str(j), len(JUDGED) + 1, "pin_id", "unknown_pin")]
+    assert json.loads(rejects["record"][0]) == {"query": "q", "pin_id": "p404", "label": "3"}
 
 
 def test_parquet_loads_with_datasets(build, tmp_path):
