@@ -66,6 +66,10 @@ class CaptionConfig:
     fetch_timeout_s: float = 10.0
     fetch_retries: int = 2
     fetch_concurrency: int = 8
+    fetch_deadline_s: float = 60.0
+    """Most seconds one image's fetch may take (connect, headers, body, redirects, retries)."""
+    allow_private_addresses: bool = False
+    """Fetch image URLs on loopback, private, link-local, ... addresses too (refused by default)."""
     loader_workers: int = 4
     cpu_threads: int = 0
     """torch threads when captioning on the CPU; 0: auto = cores minus loader_workers (at least 1),

@@ -8,6 +8,7 @@ Routes (besides the static files given):
     /flaky/<n>/<name>            500 for the first n requests of this path, then the file <name>
     /slow/<seconds>/<name>       waits before sending headers, then the file <name>
     /drip/<seconds>/<name>       headers at once, then one body byte every <seconds>
+    /drip-headers/<seconds>      the status line and headers one byte every <seconds>, never ending
     /big/<n>?cl=1|0              n bytes of body, with or without Content-Length
     /redirect/<k>/<name>         k 302 hops, then the file <name>
     /redirect-loop               302 to itself
@@ -17,7 +18,8 @@ Routes (besides the static files given):
 Bounded: binds 127.0.0.1 only, serves at most `max_requests` requests, and shuts
 itself down after `lifetime_s` even if a test forgets to stop it; sleeping handlers
 wake up when it stops. `hits[path]` counts requests, `max_concurrent` the most
-handlers that ran at once.
+handlers that ran at once, `host_headers` the Host header of every request in arrival order.
+The server is on 127.0.0.1, so fetching from it needs `allow_private_addresses`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class ImageServer:
     def __init__(self, files: dict[str, bytes] | None = None, *, lifetime_s: float = 60.0, max_requests: int = 20_000):
         self.files = dict(files or {})
         self.hits: collections.Counter[str] = collections.Counter()
+        self.host_headers: list[str | None] = []
         self.max_concurrent = 0
         self.max_requests = max_requests
         self._active = 0
@@ -108,6 +111,7 @@ class _Handler(BaseHTTPRequestHandler):
             srv.max_concurrent = max(srv.max_concurrent, srv._active)
             path = urllib.parse.urlsplit(self.path).path
             srv.hits[path] += 1
+            srv.host_headers.append(self.headers.get("Host"))
             hits = srv.hits[path]
         self._counted = True
         try:
@@ -168,6 +172,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             for i in range(len(body)):
                 self.wfile.write(body[i : i + 1])
+                self.wfile.flush()
+                if not self.srv.sleep(float(parts[1])):
+                    return
+        elif head == "drip-headers":
+            head_bytes = b"HTTP/1.0 200 OK\r\nContent-Type: image/png\r\nX-Padding: " + b"x" * 100_000
+            for i in range(len(head_bytes)):
+                self.wfile.write(head_bytes[i : i + 1])
                 self.wfile.flush()
                 if not self.srv.sleep(float(parts[1])):
                     return

@@ -16,10 +16,19 @@ The statuses are the image half of the caption stage's `caption_status` values:
     too_large     more bytes than max_bytes, or more pixels than max_pixels (decompression bombs)
     fetch_failed  HTTP error status, timeout, connection error, redirect loop or refused redirect
     bad_url       a URL with a scheme other than http/https, or one that does not parse
+    blocked_address  the host (or a redirect hop's host) resolves to a loopback, private, link-local,
+                  multicast, reserved or unspecified address; no connection is made
 
-Why stdlib urllib rather than requests/httpx: the fetcher needs only GET, a timeout,
-a streamed size cap, redirects limited to http(s), and retries, all of which a small
-`OpenerDirector` built from urllib's own handlers gives without a new dependency.
+Safe fetching: each hop resolves its host once (`resolve_host`), refuses the URL when any
+address is not public (unless `allow_private_addresses`), and connects to the checked address
+itself, sending the name only as the Host header / TLS SNI, so DNS cannot answer differently at
+connect time (rebinding). Redirects are followed by hand, each hop checked the same way. One
+deadline (`fetch_deadline_s`) covers connecting, the headers, the body and every retry.
+
+Why stdlib http.client rather than requests/httpx: the fetcher needs only GET, a deadline,
+a streamed size cap, redirects limited to http(s), retries and a connection pinned to a checked
+address, all of which a small http.client subclass gives without a new dependency. Proxies
+(http(s)_proxy) are not used: through a proxy the address check could not see where it connects.
 """
 
 from __future__ import annotations
@@ -29,17 +38,17 @@ import errno
 import hashlib
 import http.client
 import io
+import ipaddress
 import math
 import os
 import random
 import re
 import socket
+import ssl
 import stat
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +61,7 @@ from pinfeatures.errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     from pinfeatures.config import CaptionConfig
 
-STATUSES: tuple[str, ...] = ("ok", "missing", "outside_root", "unreadable", "too_large", "fetch_failed", "bad_url")
+STATUSES: tuple[str, ...] = ("ok", "missing", "outside_root", "unreadable", "too_large", "fetch_failed", "bad_url", "blocked_address")
 """Every status a FetchedImage or ImageError can carry."""
 
 ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "BMP", "TIFF")
@@ -81,10 +90,13 @@ class ImageSettings:
     fetch_concurrency: int = 8
     """Most HTTP requests in flight at once (local reads are not counted)."""
     fetch_deadline_s: float = 60.0
-    """Whole-attempt cap (headers + body), so a server dripping one byte per timeout cannot hold a worker."""
+    """Most seconds one image's fetch may take: connect, headers, body, redirects and retries together,
+    so a server dripping one byte per timeout cannot hold a worker."""
     fetch_backoff_s: float = 0.5
     """First retry waits about this long, doubling each retry (with jitter), capped at 8 s."""
     max_redirects: int = 5
+    allow_private_addresses: bool = False
+    """Fetch from loopback, private, link-local, ... addresses too (a local image server); off by default."""
 
     def __post_init__(self) -> None:
         # a nonsense limit would silently mark every image too_large or never time out; ConfigError
@@ -108,6 +120,8 @@ class ImageSettings:
             fetch_timeout_s=cfg.fetch_timeout_s,
             fetch_retries=cfg.fetch_retries,
             fetch_concurrency=cfg.fetch_concurrency,
+            fetch_deadline_s=cfg.fetch_deadline_s,
+            allow_private_addresses=cfg.allow_private_addresses,
         )
 
 
@@ -260,11 +274,10 @@ def _read_local(path: Path, ref: str, max_bytes: int) -> bytes:
     return data
 
 
-def _read_capped(fh, max_bytes: int, deadline: float | None = None) -> bytes | None:
+def _read_capped(fh, max_bytes: int) -> bytes | None:
     """Read until EOF; None as soon as more than max_bytes arrive, so memory stays capped."""
     buf = bytearray()
-    # read1 returns after one socket read, so the deadline is checked while bytes trickle in
-    # (read(n) on a response would block until n bytes or EOF)
+    # read1 returns after one read, so the size cap is checked while bytes trickle in
     read = getattr(fh, "read1", fh.read)
     while True:
         chunk = read(min(_CHUNK, max_bytes + 1 - len(buf)))
@@ -273,43 +286,170 @@ def _read_capped(fh, max_bytes: int, deadline: float | None = None) -> bytes | N
         buf += chunk
         if len(buf) > max_bytes:
             return None
-        if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError("response body took longer than fetch_deadline_s")
+
+
+# -- addresses -------------------------------------------------------------------------
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: IPv4 addresses as DNS64 hands them to IPv6-only hosts
+
+
+def resolve_host(host: str, port: int) -> list[str]:
+    """The addresses `host` resolves to (IPv4 and IPv6, resolver order, no repeats).
+
+    The one DNS lookup of a fetch hop: the addresses it returns are checked and then connected
+    to directly, so a second lookup cannot answer differently (DNS rebinding). Tests monkeypatch
+    this to make a name resolve where they want.
+    """
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def address_problem(ip: str) -> str | None:
+    """Why a fetch must not connect to `ip` (`loopback`, `private`, `link-local`, ...); None when it is public.
+
+    An IPv4 address inside IPv6 (`::ffff:a.b.c.d`, 6to4 `2002::/16`, NAT64 `64:ff9b::/96`) is
+    judged as the IPv4 address it reaches.
+    """
+    try:
+        addr: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(ip)
+    except ValueError:
+        return "unparsable"
+    if isinstance(addr, ipaddress.IPv6Address):
+        inner = addr.ipv4_mapped or addr.sixtofour
+        if inner is None and addr in _NAT64:
+            inner = ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
+        if inner is not None:
+            addr = inner
+    for kind, hit in (
+        ("unspecified", addr.is_unspecified),
+        ("loopback", addr.is_loopback),
+        ("link-local", addr.is_link_local),  # 169.254.169.254: the cloud metadata service
+        ("multicast", addr.is_multicast),
+        ("reserved", addr.is_reserved),
+        ("private", addr.is_private),  # also documentation, benchmarking and other special ranges
+        ("site-local", isinstance(addr, ipaddress.IPv6Address) and addr.is_site_local),
+        ("non-public", not addr.is_global),  # 100.64.0.0/10, carrier-grade NAT
+    ):
+        if hit:
+            return kind
+    return None
+
+
+def _checked_addresses(host: str, port: int, settings: ImageSettings) -> list[str]:
+    """The addresses to connect to for `host`, each one allowed; ImageError `blocked_address` when any is not.
+
+    Any blocked address blocks the host: a name that answers with one public and one private
+    address would otherwise reach the private one on a retry or a second connect.
+    """
+    try:
+        ips = resolve_host(host, port)
+    except socket.gaierror as exc:
+        if exc.errno == socket.EAI_NONAME:
+            raise ImageError("fetch_failed", f"host {host!r} not found") from None
+        raise _Retryable(f"cannot resolve {host!r}: {exc.strerror or exc}") from None
+    except UnicodeError as exc:  # a label too long for IDNA
+        raise ImageError("bad_url", f"host {host!r} does not encode: {exc}") from None
+    if not ips:
+        raise _Retryable(f"cannot resolve {host!r}: no addresses")
+    if not settings.allow_private_addresses:
+        for ip in ips:
+            kind = address_problem(ip)
+            if kind is not None:
+                where = ip if ip == host else f"{host!r} resolves to {ip}"
+                article = "an" if kind[0] in "aeiou" else "a"
+                raise ImageError("blocked_address", f"{where}, {article} {kind} address (--allow-private-addresses fetches it)")
+    return ips
 
 
 # -- HTTP ------------------------------------------------------------------------------
 
 
-class _RedirectHandler(urllib.request.HTTPRedirectHandler):
-    """Follows redirects only to http(s) URLs, at most `max_redirects` of them."""
+def _open_socket(ip: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection to exactly `ip` (no name lookup); the only place a fetch connects."""
+    return socket.create_connection((ip, port), timeout=timeout)
 
-    def __init__(self, max_redirects: int):
+
+class _DeadlineReader(io.RawIOBase):
+    """Reads from the socket, each read waiting at most the per-read timeout and never past the deadline,
+    so a server that drips its headers or body one byte at a time cannot hold a fetch longer."""
+
+    def __init__(self, sock: socket.socket, deadline: float, read_timeout: float):
         super().__init__()
-        self.max_redirections = max_redirects
-        self.max_repeats = min(self.max_repeats, max(max_redirects, 1))
+        self._sock, self._deadline, self._read_timeout = sock, deadline, read_timeout
+        # the socket's own reader: it holds a reference, so the socket stays open until the body is read
+        # even after http.client closes the connection (HTTP/1.0, Connection: close)
+        self._raw = sock.makefile("rb", buffering=0)
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        scheme = urllib.parse.urlsplit(newurl).scheme.lower()
-        if scheme not in ("http", "https"):
-            raise urllib.error.HTTPError(newurl, code, f"redirect to a {scheme or 'scheme-less'} URL not allowed", headers, fp)
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+    def readinto(self, buf) -> int:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise _DeadlinePassed()
+        self._sock.settimeout(min(self._read_timeout, remaining))
+        try:
+            return self._raw.readinto(buf)
+        except TimeoutError:
+            if time.monotonic() >= self._deadline:
+                raise _DeadlinePassed() from None
+            raise
 
 
-def _opener(max_redirects: int) -> urllib.request.OpenerDirector:
-    # Built by hand, not build_opener(): no FileHandler, FTPHandler or DataHandler, so neither a
-    # ref nor a redirect can make the fetcher read local files or speak another protocol.
-    opener = urllib.request.OpenerDirector()
-    for handler in (
-        urllib.request.ProxyHandler(),  # honours http(s)_proxy / no_proxy like every HTTP client
-        urllib.request.HTTPHandler(),
-        urllib.request.HTTPSHandler(),
-        urllib.request.HTTPDefaultErrorHandler(),
-        _RedirectHandler(max_redirects),
-        urllib.request.HTTPErrorProcessor(),
-    ):
-        opener.add_handler(handler)
-    opener.addheaders = [("User-Agent", USER_AGENT), ("Accept", "image/*,*/*;q=0.5")]
-    return opener
+class _DeadlinePassed(TimeoutError):
+    pass
+
+
+class _DeadlineSocket:
+    """The connected socket as http.client sees it: sends as usual, reads through a _DeadlineReader."""
+
+    def __init__(self, sock: socket.socket, deadline: float, read_timeout: float):
+        self._sock, self._deadline, self._read_timeout = sock, deadline, read_timeout
+
+    def makefile(self, mode: str = "rb", *args, **kwargs) -> io.BufferedReader:
+        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline, self._read_timeout))
+
+    def sendall(self, data) -> None:
+        self._sock.settimeout(max(0.001, min(self._read_timeout, self._deadline - time.monotonic())))
+        self._sock.sendall(data)
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __getattr__(self, name: str):
+        return getattr(self._sock, name)
+
+
+class _PinnedConnection(http.client.HTTPConnection):
+    """HTTP(S) to the address that was checked, speaking to `host`: the Host header, TLS SNI and the
+    certificate check use the name, while the TCP connection goes to `ip` without a second lookup."""
+
+    def __init__(self, host: str, port: int, ip: str, tls: ssl.SSLContext | None, timeout: float, deadline: float):
+        super().__init__(host, port, timeout=timeout)
+        self.ip, self.tls, self.deadline = ip, tls, deadline
+        if tls is not None:
+            self.default_port = 443  # Host: name, not name:443
+
+    def connect(self) -> None:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise _DeadlinePassed()
+        sock = _open_socket(self.ip, self.port, min(self.timeout, remaining))
+        try:
+            if self.tls is not None:
+                sock = self.tls.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = _DeadlineSocket(sock, self.deadline, self.timeout)
+
+
+_TLS = ssl.create_default_context()
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 class _Retryable(Exception):
@@ -318,76 +458,133 @@ class _Retryable(Exception):
         self.detail = detail
 
 
-def _fetch_once(opener: urllib.request.OpenerDirector, url: str, settings: ImageSettings) -> bytes:
-    deadline = time.monotonic() + settings.fetch_deadline_s
-    try:
-        resp = opener.open(url, timeout=settings.fetch_timeout_s)
-    except urllib.error.HTTPError as exc:
-        code = exc.code
+def _deadline_detail(settings: ImageSettings, what: str) -> str:
+    return f"timed out: fetch_deadline_s {settings.fetch_deadline_s:g} s passed {what}"
+
+
+def _connect(parts: urllib.parse.SplitResult, settings: ImageSettings, deadline: float) -> _PinnedConnection:
+    """An open connection to the URL's host at one of its checked addresses (the first that answers)."""
+    https = parts.scheme.lower() == "https"
+    port = parts.port or (443 if https else 80)
+    host = parts.hostname or ""
+    last = "no address"
+    for ip in _checked_addresses(host, port, settings):
+        conn = _PinnedConnection(host, port, ip, _TLS if https else None, settings.fetch_timeout_s, deadline)
         try:
-            exc.close()  # release the error body's socket
-        except Exception:  # noqa: BLE001
-            pass
-        if code >= 500 or code in _RETRY_HTTP:
-            raise _Retryable(f"HTTP {code} {exc.reason}") from None
-        # 3xx here: a redirect loop, too many redirects, or one to a refused scheme
-        raise ImageError("fetch_failed", f"HTTP {code} {exc.reason}") from None
-    except urllib.error.URLError as exc:
-        reason = exc.reason
-        if isinstance(reason, (TimeoutError, socket.timeout)):
-            raise _Retryable("timed out connecting") from None
-        if isinstance(reason, str) and "unknown url type" in reason:
-            raise ImageError("bad_url", reason) from None
-        raise _Retryable(f"connection error: {reason}") from None
-    except (TimeoutError, socket.timeout):
-        raise _Retryable(f"timed out after {settings.fetch_timeout_s:g} s") from None
-    except (http.client.HTTPException, OSError) as exc:
-        raise _Retryable(f"connection error: {type(exc).__name__}: {exc}") from None
-    except ValueError as exc:  # urllib's own URL checks
-        raise ImageError("bad_url", f"URL rejected: {exc}") from None
-    with resp:
-        length = resp.headers.get("Content-Length")
-        n = -1  # absent or malformed: ignored, the streamed count still caps the body
-        if length is not None:
+            conn.connect()
+            return conn
+        except _DeadlinePassed:
+            conn.close()
+            raise _Retryable(_deadline_detail(settings, "while connecting")) from None
+        except (TimeoutError, socket.timeout):
+            last = f"timed out connecting to {ip}"
+        except ssl.SSLError as exc:
+            last = f"TLS error: {exc.reason or exc}"
+        except OSError as exc:
+            last = f"connection error: {exc.strerror or exc}"
+        conn.close()
+    raise _Retryable(last)
+
+
+def _get_once(url: str, settings: ImageSettings, deadline: float) -> bytes:
+    """GET `url`, following redirects (each hop checked like the first), until the deadline."""
+    for _hop in range(settings.max_redirects + 1):
+        parts = urllib.parse.urlsplit(url)
+        conn = _connect(parts, settings, deadline)
+        try:
+            path = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
             try:
-                n = int(length)
-            except ValueError:
-                pass
-            if n > settings.max_bytes:
-                raise ImageError("too_large", f"Content-Length {n} > max_bytes {settings.max_bytes}")
+                conn.request("GET", path, headers={"User-Agent": USER_AGENT, "Accept": "image/*,*/*;q=0.5", "Connection": "close"})
+                resp = conn.getresponse()
+            except _DeadlinePassed:
+                raise _Retryable(_deadline_detail(settings, "before the response headers arrived")) from None
+            except (TimeoutError, socket.timeout):
+                raise _Retryable(f"timed out after {settings.fetch_timeout_s:g} s waiting for the response") from None
+            except (http.client.HTTPException, OSError) as exc:
+                raise _Retryable(f"connection error: {type(exc).__name__}: {exc}") from None
+            code = resp.status
+            if code in _REDIRECTS and resp.getheader("Location"):
+                url = _redirect_target(url, resp.getheader("Location", ""))
+                continue
+            if code >= 500 or code in _RETRY_HTTP:
+                raise _Retryable(f"HTTP {code} {resp.reason}")
+            if not 200 <= code < 300:
+                raise ImageError("fetch_failed", f"HTTP {code} {resp.reason}")
+            return _read_body(resp, settings)
+        finally:
+            conn.close()
+    raise ImageError("fetch_failed", f"more than max_redirects {settings.max_redirects} redirects")
+
+
+def _redirect_target(url: str, location: str) -> str:
+    """The next hop's URL: http(s) only (never file:, ftp:, data:), checked like a ref."""
+    target = urllib.parse.urljoin(url, location.strip())
+    scheme = urllib.parse.urlsplit(target).scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ImageError("fetch_failed", f"redirect to a {scheme or 'scheme-less'} URL not allowed")
+    try:
+        return _check_url(target)
+    except ImageError as exc:
+        raise ImageError("fetch_failed", f"redirect to a bad URL: {exc.detail}") from None
+
+
+def _read_body(resp: http.client.HTTPResponse, settings: ImageSettings) -> bytes:
+    length = resp.getheader("Content-Length")
+    n = -1  # absent or malformed: ignored, the streamed count still caps the body
+    if length is not None:
         try:
-            data = _read_capped(resp, settings.max_bytes, deadline)
-        except (TimeoutError, socket.timeout) as exc:
-            raise _Retryable(f"timed out reading the body: {exc}") from None
-        except (http.client.HTTPException, OSError) as exc:  # IncompleteRead, reset
-            raise _Retryable(f"body read failed: {type(exc).__name__}: {exc}") from None
+            n = int(length)
+        except ValueError:
+            pass
+        if n > settings.max_bytes:
+            raise ImageError("too_large", f"Content-Length {n} > max_bytes {settings.max_bytes}")
+    try:
+        data = _read_capped(resp, settings.max_bytes)
+    except _DeadlinePassed:
+        raise _Retryable(_deadline_detail(settings, "while reading the body")) from None
+    except (TimeoutError, socket.timeout) as exc:
+        raise _Retryable(f"timed out reading the body: {exc}") from None
+    except (http.client.HTTPException, OSError) as exc:  # IncompleteRead, reset
+        raise _Retryable(f"body read failed: {type(exc).__name__}: {exc}") from None
     if data is None:
         raise ImageError("too_large", f"body exceeds max_bytes {settings.max_bytes}")
     if n >= 0 and len(data) < n:
-        # http.client's read(n) returns short at EOF instead of raising: a cut connection
+        # http.client's read returns short at EOF instead of raising: a cut connection
         raise _Retryable(f"body truncated: {len(data)} of {n} bytes")
     return data
 
 
-def _fetch(url: str, settings: ImageSettings, opener: urllib.request.OpenerDirector, gate: threading.Semaphore) -> bytes:
-    """GET `url` with retries and backoff on transient failures; ImageError on a final one."""
+def _fetch(url: str, settings: ImageSettings, gate: threading.Semaphore) -> bytes:
+    """GET `url` with retries and backoff on transient failures; ImageError on a final one.
+
+    One deadline (fetch_deadline_s, from the first attempt's start) covers every attempt, connect,
+    headers and body: no retry starts after it.
+    """
     last = "no attempt made"
+    deadline: float | None = None
+    attempts = 0
     for attempt in range(settings.fetch_retries + 1):
         if attempt:
-            wait = min(8.0, settings.fetch_backoff_s * 2 ** (attempt - 1))
-            time.sleep(wait * (0.5 + random.random() / 2))  # jitter: don't retry in lockstep
+            wait = min(8.0, settings.fetch_backoff_s * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)  # jitter
+            assert deadline is not None
+            if time.monotonic() + wait >= deadline:
+                break
+            time.sleep(wait)
         with gate:
+            if deadline is None:  # the clock starts with the first slot, not while queued behind other fetches
+                deadline = time.monotonic() + settings.fetch_deadline_s
+            attempts += 1
             try:
-                return _fetch_once(opener, url, settings)
+                return _get_once(url, settings, deadline)
             except _Retryable as exc:
                 last = exc.detail
-    raise ImageError("fetch_failed", f"{last} (after {settings.fetch_retries + 1} attempts)")
+    raise ImageError("fetch_failed", f"{last} (after {attempts} attempt{'s' if attempts != 1 else ''})")
 
 
 # -- reading many refs -----------------------------------------------------------------
 
 
-def _load_one(ref, images_root: Path | None, settings: ImageSettings, opener, gate, keep_data: bool) -> FetchedImage:
+def _load_one(ref, images_root: Path | None, settings: ImageSettings, gate, keep_data: bool) -> FetchedImage:
     """Bytes and hash of one ref; every failure becomes a status (never raises)."""
     shown = ref if isinstance(ref, str) else ("" if ref is None else str(ref))
     try:
@@ -398,7 +595,7 @@ def _load_one(ref, images_root: Path | None, settings: ImageSettings, opener, ga
         if not ref.strip():
             raise ImageError("missing", "empty image value")
         if is_url(ref):
-            data = _fetch(_check_url(ref), settings, opener, gate)
+            data = _fetch(_check_url(ref), settings, gate)
         else:
             if images_root is None:
                 raise ImageError("missing", "no images root given")
@@ -426,7 +623,6 @@ def _run(refs, images_root, settings: ImageSettings, workers: int, keep_data: bo
 
 
 def _generate(it, root, settings: ImageSettings, workers: int, keep_data: bool, limit: int) -> Iterator[FetchedImage]:
-    opener = _opener(settings.max_redirects)
     gate = threading.BoundedSemaphore(min(workers, settings.fetch_concurrency))
     pending: collections.deque[Future] = collections.deque()
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pinfeatures-images")
@@ -439,7 +635,7 @@ def _generate(it, root, settings: ImageSettings, workers: int, keep_data: bool, 
                 except StopIteration:
                     exhausted = True
                     break
-                pending.append(pool.submit(_load_one, ref, root, settings, opener, gate, keep_data))
+                pending.append(pool.submit(_load_one, ref, root, settings, gate, keep_data))
             if not pending:
                 return
             yield pending.popleft().result()  # input order: wait for the oldest
@@ -577,6 +773,7 @@ def _high_depth_to_l(im: Image.Image) -> Image.Image:
 __all__ = [
     "ALLOWED_FORMATS",
     "STATUSES",
+    "address_problem",
     "FetchedImage",
     "ImageError",
     "ImageSettings",
@@ -585,6 +782,7 @@ __all__ = [
     "is_url",
     "read_images",
     "read_local",
+    "resolve_host",
     "resolve_local",
     "sha256_hex",
 ]

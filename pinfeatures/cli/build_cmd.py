@@ -24,12 +24,14 @@ from pinfeatures.contracts import expand, variant_sources
 @click.option("--tokenizer", type=click.Path(file_okay=False), help="Local Hugging Face tokenizer folder for token budgets (default: built-in approximation).")
 @click.option("--max-tokens", type=int, help="Total token budget per text (default 512).")
 @click.option("--min-users", "query_min_users", type=int, help="Privacy threshold k: distinct users per (query, pin) (default 3).")
+@click.option("--allow-private-addresses", is_flag=True, default=None,
+              help="Fetch image URLs on loopback, private, link-local, ... addresses too (refused by default: blocked_address).")
 @click.option("--retry-failed", is_flag=True, default=None, help="Caption images that failed in an earlier run again.")
 @click.option("--report", is_flag=True, default=None, help="Also write report.html into --out.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file with the same settings; a flag wins over the file.")
 @click.option("--quiet", "-q", is_flag=True, default=None, help="No progress output.")
 def build(input_dir, out, images_root, pins, boards, saves, engagements, captions, variants, caption_model, caption_weights,
-          cache, tokenizer, max_tokens, query_min_users, retry_failed, report, config_file, quiet) -> None:
+          cache, tokenizer, max_tokens, query_min_users, allow_private_addresses, retry_failed, report, config_file, quiet) -> None:
     """Build features.parquet, texts.parquet, rejects.parquet and manifest.json from the input tables."""
     from pinfeatures.build.run import run_build
 
@@ -39,6 +41,7 @@ def build(input_dir, out, images_root, pins, boards, saves, engagements, caption
         engagements=engagements, captions=captions, variants=variants, cache=cache, tokenizer=tokenizer,
         max_tokens=max_tokens, query_min_users=query_min_users, report=report, quiet=quiet,
         caption__model=caption_model, caption__weights=caption_weights, caption__retry_failed=retry_failed,
+        caption__allow_private_addresses=allow_private_addresses,
     )
     manifest = run_build(cfg)
     if not cfg.quiet:

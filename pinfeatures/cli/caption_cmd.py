@@ -25,12 +25,14 @@ import click
 @click.option("--cache", "cache", type=click.Path(file_okay=False), help="Cache folder (default ~/.cache/pinfeatures).")
 @click.option("--out", "out", type=click.Path(file_okay=False), default="out/captions", show_default=True)
 @click.option("--retry-failed", is_flag=True, default=None, help="Recaption images whose cached result is a failure.")
+@click.option("--allow-private-addresses", is_flag=True, default=None,
+              help="Fetch image URLs on loopback, private, link-local, ... addresses too (refused by default: blocked_address).")
 @click.option("--batch-size", type=int, help="Images per model batch.")
 @click.option("--device", help="auto, cpu, cuda, cuda:N.")
 @click.option("--dtype", help="auto, float32, bfloat16, float16.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML config ([caption] table).")
 @click.option("--quiet", is_flag=True, default=None, help="No progress bar.")
-def caption(input_dir, pins_file, images_root, model, weights, cache, out, retry_failed, batch_size, device, dtype,
+def caption(input_dir, pins_file, images_root, model, weights, cache, out, retry_failed, allow_private_addresses, batch_size, device, dtype,
             config_file, quiet) -> None:
     """Caption each pin's image with a vision-language model (cached by image sha256)."""
     from pinfeatures.build.read import locate, read_located
@@ -41,7 +43,7 @@ def caption(input_dir, pins_file, images_root, model, weights, cache, out, retry
     cfg = make_config(
         config_file, input=input_dir, pins=pins_file, images_root=images_root, cache=cache, quiet=quiet,
         caption__model=model, caption__weights=weights, caption__retry_failed=retry_failed,
-        caption__batch_size=batch_size, caption__device=device, caption__dtype=dtype,
+        caption__allow_private_addresses=allow_private_addresses, caption__batch_size=batch_size, caption__device=device, caption__dtype=dtype,
     )
     if cfg.input is None and cfg.pins is None:
         raise ConfigError("give --input DIR (with a pins table) or --pins FILE")

@@ -24,8 +24,10 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from image_server import ImageServer  # noqa: E402
 
+import pinfeatures.caption.images as images_mod  # noqa: E402
 from pinfeatures.caption.images import (  # noqa: E402
     STATUSES,
+    address_problem,
     FetchedImage,
     ImageError,
     ImageSettings,
@@ -43,7 +45,14 @@ from pinfeatures.errors import ConfigError  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
-FAST = ImageSettings(fetch_timeout_s=2.0, fetch_retries=2, fetch_backoff_s=0.01, fetch_deadline_s=5.0)
+
+
+def local(**kw) -> ImageSettings:
+    """Settings for fetching from the test server on 127.0.0.1, which only the opt-in allows."""
+    return ImageSettings(allow_private_addresses=True, **kw)
+
+
+FAST = local(fetch_timeout_s=2.0, fetch_retries=2, fetch_backoff_s=0.01, fetch_deadline_s=5.0)
 
 
 @pytest.fixture(autouse=True)
@@ -476,12 +485,12 @@ def test_fetch_5xx_and_429_give_up_after_retries(server: ImageServer):
         got = one(server.url(f"/status/{code}"), None)
         assert got.status == "fetch_failed" and str(code) in got.detail and "3 attempts" in got.detail
         assert server.hits[f"/status/{code}"] == 3  # 1 + fetch_retries
-    no_retry = ImageSettings(fetch_retries=0, fetch_backoff_s=0.01)
+    no_retry = local(fetch_retries=0, fetch_backoff_s=0.01)
     assert one(server.url("/flaky/1/b.jpg"), None, no_retry).status == "fetch_failed"
 
 
 def test_fetch_slow_response_times_out_quickly(server: ImageServer):
-    s = ImageSettings(fetch_timeout_s=0.3, fetch_retries=1, fetch_backoff_s=0.01)
+    s = local(fetch_timeout_s=0.3, fetch_retries=1, fetch_backoff_s=0.01)
     t0 = time.monotonic()
     got = one(server.url("/slow/5/a.png"), None, s)
     elapsed = time.monotonic() - t0
@@ -491,7 +500,7 @@ def test_fetch_slow_response_times_out_quickly(server: ImageServer):
 
 
 def test_fetch_dripping_body_hits_the_deadline(server: ImageServer):
-    s = ImageSettings(fetch_timeout_s=2.0, fetch_deadline_s=0.5, fetch_retries=0)
+    s = local(fetch_timeout_s=2.0, fetch_deadline_s=0.5, fetch_retries=0)
     t0 = time.monotonic()
     got = one(server.url("/drip/0.05/a.png"), None, s)  # each byte within the socket timeout
     assert got.status == "fetch_failed" and "deadline" in got.detail
@@ -499,16 +508,16 @@ def test_fetch_dripping_body_hits_the_deadline(server: ImageServer):
 
 
 def test_fetch_oversized_with_content_length(server: ImageServer):
-    got = one(server.url("/big/50000"), None, ImageSettings(max_bytes=1000))
+    got = one(server.url("/big/50000"), None, local(max_bytes=1000))
     assert got.status == "too_large" and "Content-Length 50000" in got.detail
 
 
 def test_fetch_oversized_without_content_length_stops_streaming(server: ImageServer):
     t0 = time.monotonic()
-    got = one(server.url("/big/200000000?cl=0"), None, ImageSettings(max_bytes=100_000))  # 200 MB offered
+    got = one(server.url("/big/200000000?cl=0"), None, local(max_bytes=100_000))  # 200 MB offered
     assert got.status == "too_large" and got.data is None
     assert time.monotonic() - t0 < 3
-    ok = one(server.url("/big/1000?cl=0"), None, ImageSettings(max_bytes=1000))
+    ok = one(server.url("/big/1000?cl=0"), None, local(max_bytes=1000))
     assert ok.status == "ok" and ok.data == b"\0" * 1000
 
 
@@ -522,7 +531,7 @@ def test_fetch_redirects(server: ImageServer):
     got = one(server.url("/redirect/2/a.png"), None)
     assert got.status == "ok" and got.sha256 == sha256_hex(server.files["/a.png"])
     assert got.ref == server.url("/redirect/2/a.png")
-    too_many = one(server.url("/redirect/6/a.png"), None, ImageSettings(max_redirects=5))
+    too_many = one(server.url("/redirect/6/a.png"), None, local(max_redirects=5))
     assert too_many.status == "fetch_failed"
     loop = one(server.url("/redirect-loop"), None)
     assert loop.status == "fetch_failed"
@@ -588,7 +597,7 @@ def test_read_images_bounded_in_flight(server: ImageServer, root: Path):
 
 
 def test_read_images_fetch_concurrency_caps_http(server: ImageServer):
-    s = ImageSettings(fetch_concurrency=2, fetch_retries=0)
+    s = local(fetch_concurrency=2, fetch_retries=0)
     refs = [server.url(f"/slow/0.1/a.png?i={i}") for i in range(12)]
     got = list(read_images(refs, None, s, workers=8))
     assert all(g.status == "ok" for g in got)
@@ -603,3 +612,177 @@ def test_read_images_abandoned_early_stops_work(server: ImageServer):
     assert all(g.status == "ok" for g in first)
     time.sleep(0.2)
     assert server.hits["/slow/0.05/a.png"] <= 3 + 4
+
+
+# -- safe fetching: address checks, pinning, redirects, one deadline -------------------------
+
+PUBLIC_IP = "93.184.216.34"  # stands in for a public host; tests route it to the local server
+
+
+@pytest.mark.parametrize(
+    "ip, kind",
+    [
+        ("127.0.0.1", "loopback"), ("127.8.9.10", "loopback"), ("::1", "loopback"),
+        ("10.1.2.3", "private"), ("172.16.0.1", "private"), ("192.168.1.5", "private"), ("fc00::1", "private"),
+        ("192.0.2.1", "private"), ("2001:db8::1", "private"),  # documentation ranges
+        ("169.254.169.254", "link-local"), ("fe80::1", "link-local"), ("fe80::1%eth0", "link-local"),
+        ("224.0.0.1", "multicast"), ("ff02::1", "multicast"),
+        ("240.0.0.1", "reserved"), ("255.255.255.255", "reserved"), ("::7f00:1", "reserved"),
+        ("0.0.0.0", "unspecified"), ("::", "unspecified"),
+        ("100.64.0.1", "non-public"), ("fec0::1", "site-local"),
+        ("::ffff:127.0.0.1", "loopback"), ("::ffff:169.254.169.254", "link-local"), ("::ffff:10.0.0.1", "private"),
+        ("2002:7f00:1::", "loopback"), ("64:ff9b::a9fe:a9fe", "link-local"),  # 6to4 and NAT64 of inner IPv4
+        ("not an ip", "unparsable"),
+        ("93.184.216.34", None), ("8.8.8.8", None), ("2606:4700::1111", None),
+        ("::ffff:8.8.8.8", None), ("64:ff9b::808:808", None),  # public IPv4 inside IPv6
+    ],
+)
+def test_address_problem(ip, kind):
+    assert address_problem(ip) == kind
+
+
+@pytest.mark.parametrize(
+    "url, detail",
+    [
+        ("http://127.0.0.1:{port}/a.png", "127.0.0.1, a loopback address (--allow-private-addresses fetches it)"),
+        ("http://[::1]:{port}/a.png", "::1, a loopback address"),
+        ("http://[::ffff:127.0.0.1]:{port}/a.png", "::ffff:127.0.0.1, a loopback address"),
+        ("http://2130706433:{port}/a.png", "'2130706433' resolves to 127.0.0.1, a loopback address"),  # 127.0.0.1 as one number
+        ("http://0x7f.1:{port}/a.png", "'0x7f.1' resolves to 127.0.0.1, a loopback address"),
+        ("http://0.0.0.0:{port}/a.png", "0.0.0.0, an unspecified address"),
+        ("http://localhost:{port}/a.png", "a loopback address"),
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254, a link-local address"),
+        ("http://[fe80::1]/x.png", "fe80::1, a link-local address"),
+        ("https://224.0.0.1/x.png", "224.0.0.1, a multicast address"),
+    ],
+)
+def test_private_addresses_blocked_by_default_without_connecting(server: ImageServer, monkeypatch, url, detail):
+    opened = []
+    monkeypatch.setattr(images_mod, "_open_socket", lambda ip, port, timeout: opened.append(ip))
+    got = one(url.format(port=server.port), None, ImageSettings(fetch_retries=2, fetch_backoff_s=0.01))
+    assert (got.status, got.data, got.sha256) == ("blocked_address", None, None)
+    assert detail in got.detail
+    assert opened == [] and sum(server.hits.values()) == 0  # no connection was made
+
+
+def test_allow_private_addresses_opts_in(server: ImageServer):
+    assert one(server.url("/a.png"), None, ImageSettings(fetch_retries=0)).status == "blocked_address"
+    got = one(server.url("/a.png"), None, ImageSettings(fetch_retries=0, allow_private_addresses=True))
+    assert got.status == "ok" and got.sha256 == sha256_hex(server.files["/a.png"])
+    cfg = CaptionConfig(allow_private_addresses=True, fetch_deadline_s=7.5)
+    settings = ImageSettings.from_caption_config(cfg)
+    assert (settings.allow_private_addresses, settings.fetch_deadline_s) == (True, 7.5)
+    assert one(server.url("/b.jpg"), None, settings).status == "ok"
+    assert ImageSettings.from_caption_config(CaptionConfig()).allow_private_addresses is False
+
+
+@pytest.fixture
+def fake_dns(server: ImageServer, monkeypatch):
+    """Names resolve through a table (a list of answers is served one per lookup, the last one repeating);
+    PUBLIC_IP is routed to the local server, every other connect is recorded and refused."""
+    answers: dict[str, list[list[str]]] = {}
+    lookups: list[str] = []
+    connects: list[str] = []
+
+    real_resolve = images_mod.resolve_host
+
+    def resolve(host, port):
+        lookups.append(host)
+        if host not in answers:  # an IP literal resolves to itself
+            return real_resolve(host, port)
+        queue = answers[host]
+        return queue.pop(0) if len(queue) > 1 else queue[0]
+
+    def open_socket(ip, port, timeout):
+        connects.append(ip)
+        if ip == PUBLIC_IP:
+            return socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
+        raise ConnectionRefusedError(111, "refused by the test")
+
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kw):  # a second lookup of a name, behind the check's back, fails the test
+        assert host not in answers, f"{host!r} looked up again, behind the check's back"
+        return real_getaddrinfo(host, *args, **kw)
+
+    monkeypatch.setattr(images_mod, "resolve_host", resolve)
+    monkeypatch.setattr(images_mod, "_open_socket", open_socket)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return answers, lookups, connects
+
+
+def test_name_resolving_to_a_private_address_is_blocked(server: ImageServer, fake_dns):
+    answers, lookups, connects = fake_dns
+    answers["images.example"] = [["10.0.0.7"]]
+    answers["mixed.example"] = [[PUBLIC_IP, "192.168.1.5"]]  # one private answer blocks the name
+    answers["v6.example"] = [["::ffff:169.254.169.254"]]
+    settings = ImageSettings(fetch_retries=2, fetch_backoff_s=0.01)
+    got = one("http://images.example/a.png", None, settings)
+    assert (got.status, got.detail) == ("blocked_address", "'images.example' resolves to 10.0.0.7, a private address (--allow-private-addresses fetches it)")
+    got = one("http://mixed.example/a.png", None, settings)
+    assert got.status == "blocked_address" and "192.168.1.5, a private address" in got.detail
+    got = one("https://v6.example/a.png", None, settings)
+    assert got.status == "blocked_address" and "a link-local address" in got.detail
+    assert lookups == ["images.example", "mixed.example", "v6.example"]  # blocked is final: no retry
+    assert connects == [] and sum(server.hits.values()) == 0
+
+
+def test_connection_is_pinned_to_the_checked_address(server: ImageServer, fake_dns):
+    """DNS rebinding: the name answers public first and loopback after; the fetch connects to the
+    address it checked, looks the name up once, and still sends the name as the Host header."""
+    answers, lookups, connects = fake_dns
+    answers["cdn.example"] = [[PUBLIC_IP], ["127.0.0.1"]]
+    got = one(f"http://cdn.example:{server.port}/a.png", None, ImageSettings(fetch_retries=0))
+    assert got.status == "ok" and got.sha256 == sha256_hex(server.files["/a.png"])
+    assert lookups == ["cdn.example"] and connects == [PUBLIC_IP]
+    assert server.host_headers == [f"cdn.example:{server.port}"]
+
+
+def test_every_redirect_hop_is_checked(server: ImageServer, fake_dns):
+    import urllib.parse
+
+    answers, _lookups, connects = fake_dns
+    answers["cdn.example"] = [[PUBLIC_IP]]
+    answers["internal.example"] = [["10.1.2.3"]]
+    base = f"http://cdn.example:{server.port}"
+    settings = ImageSettings(fetch_retries=1, fetch_backoff_s=0.01)
+
+    def via_redirect(target: str):
+        return one(f"{base}/redirect-to?url=" + urllib.parse.quote(target, safe=""), None, settings)
+
+    got = via_redirect(f"http://127.0.0.1:{server.port}/a.png")
+    assert got.status == "blocked_address" and got.detail.startswith("127.0.0.1, a loopback address")
+    got = via_redirect("http://internal.example/a.png")
+    assert got.status == "blocked_address" and "'internal.example' resolves to 10.1.2.3, a private address" in got.detail
+    got = via_redirect("http://[::ffff:169.254.169.254]/latest/meta-data/")
+    assert got.status == "blocked_address" and "link-local" in got.detail
+    assert server.hits["/a.png"] == 0 and connects == [PUBLIC_IP] * 3
+    ok = via_redirect(f"{base}/a.png")  # a public hop is followed, with its name in the Host header
+    assert ok.status == "ok" and server.hits["/a.png"] == 1
+    assert server.host_headers[-1] == f"cdn.example:{server.port}"
+
+
+@pytest.mark.parametrize("drip_s", [0.05, 2.0])
+def test_dripping_headers_end_as_fetch_failed_at_the_deadline(server: ImageServer, drip_s: float):
+    """Each byte comes well within the 5 s read timeout; only the one deadline ends the fetch."""
+    s = local(fetch_timeout_s=5.0, fetch_deadline_s=1.0, fetch_retries=2, fetch_backoff_s=0.01)
+    t0 = time.monotonic()
+    got = one(server.url(f"/drip-headers/{drip_s}"), None, s)
+    elapsed = time.monotonic() - t0
+    assert got.status == "fetch_failed"
+    assert got.detail == "timed out: fetch_deadline_s 1 s passed before the response headers arrived (after 1 attempt)"
+    assert 0.9 < elapsed < 1.8
+    assert server.hits[f"/drip-headers/{drip_s}"] == 1  # no retry starts after the deadline
+
+
+def test_deadline_covers_retries(server: ImageServer):
+    s = local(fetch_timeout_s=0.3, fetch_deadline_s=0.5, fetch_retries=5, fetch_backoff_s=0.01)
+    t0 = time.monotonic()
+    got = one(server.url("/slow/5/a.png"), None, s)
+    assert got.status == "fetch_failed" and time.monotonic() - t0 < 1.0
+    assert server.hits["/slow/5/a.png"] == 2 and "(after 2 attempts)" in got.detail
+
+
+def test_https_to_a_plain_http_server_is_fetch_failed(server: ImageServer):
+    got = one(f"https://127.0.0.1:{server.port}/a.png", None, local(fetch_retries=0))
+    assert got.status == "fetch_failed" and "TLS error" in got.detail

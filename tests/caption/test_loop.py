@@ -224,7 +224,7 @@ def test_every_bad_image_kind_is_a_status_not_a_crash(blip_dir, images, tmp_path
     expected[f"{http_server}/slow.jpg"] = "fetch_failed"
     refs = list(expected) + [None, "", "p1.jpg"]
     cfg = CaptionConfig(model=str(blip_dir), max_new_tokens=5, batch_size=4, fetch_timeout_s=0.5, fetch_retries=0,
-                        max_image_pixels=20_000_000)
+                        max_image_pixels=20_000_000, allow_private_addresses=True)  # the server is on 127.0.0.1
     out, stats = caption_pins(pins_frame(refs), cfg, images_root=images, cache_dir=tmp_path / "c", quiet=True)
     got = dict(zip(refs[: len(expected)], out["caption_status"].to_list()))
     # a decoded image may still get a degenerate caption from a random model: the image itself worked
