@@ -7,7 +7,7 @@ list[str]) and OUT/timings.json ({read, boards, queries, aggregate, total} secon
 
 Same rules as the DuckDB aggregation in sql/ (pinfeatures.build.aggregate):
 
-* board titles per pin: normalise titles with `pinfeatures.build.scrub.normalize_phrase` (on the
+* board titles per pin: normalise titles with `pinfeatures.build.scrub.normalize_phrases` (on the
   unique values), drop empty ones, count saves per (pin, normalised title), rank by count desc
   then title asc, keep the top `cfg.board_top_k`.
 * top queries per pin: normalise queries the same way, drop empty ones; score = sum of
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere in the checkout
     sys.path.insert(0, str(ROOT))
 
-from pinfeatures.build.scrub import normalize_phrase  # noqa: E402
+from pinfeatures.build.scrub import normalize_phrases  # noqa: E402
 from pinfeatures.config import BuildConfig, make_config  # noqa: E402
 from pinfeatures.contracts import ACTIONS  # noqa: E402
 from pinfeatures.errors import InputError  # noqa: E402
@@ -79,9 +79,9 @@ def as_id(s: pd.Series) -> pd.Series:
 
 
 def normalize_unique(s: pd.Series) -> pd.Series:
-    """normalize_phrase over the distinct values only, mapped back; '' becomes missing."""
-    uniq = s.dropna().unique()
-    mapping = {v: normalize_phrase(v) for v in uniq}
+    """normalize_phrases over the distinct values only, mapped back; '' becomes missing."""
+    uniq = list(s.dropna().unique())
+    mapping = dict(zip(uniq, normalize_phrases(uniq).to_list()))
     out = s.map(mapping).astype("string")
     return out.mask(out == "")
 

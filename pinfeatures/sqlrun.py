@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import duckdb
+import polars as pl
 import pyarrow as pa
 
-from pinfeatures.build.scrub import normalize_phrase
+from pinfeatures.build.scrub import normalize_phrases
 
 
 @lru_cache(maxsize=1)
@@ -32,7 +33,8 @@ def load_sql(name: str) -> str:
 
 
 def _normalize_phrase_arrow(values: pa.Array) -> pa.Array:
-    return pa.array([normalize_phrase(v) for v in values.to_pylist()], type=pa.string())
+    # one vectorised call per chunk DuckDB hands over (the SQL calls it on DISTINCT values)
+    return normalize_phrases(pl.from_arrow(values)).to_arrow().cast(pa.string())
 
 
 def connect(threads: int | None = None, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:

@@ -2,41 +2,120 @@
 
 Two kinds of text get different treatment:
 
-* phrases typed by people, which are grouped and counted (search queries, board titles):
-  `normalize_phrase` folds them so that variants count together (markup stripped, entities
-  unescaped, Unicode NFKC, case fold, whitespace collapsed) and scrubs personal data (e-mail addresses, phone numbers, URLs).
-  DuckDB calls it as a UDF on DISTINCT values (see sql/), and the pandas baseline calls
-  the same function, so both sides count the same strings.
+* phrases typed by people, which are grouped and counted (search queries, board titles) and
+  rejected records: `normalize_phrases` folds them so that variants count together and scrubs
+  personal data (see PII_PATTERNS and the README's scrubbing table). DuckDB calls it as a
+  vectorised UDF on DISTINCT values (see sql/), and the pandas baseline calls the same function,
+  so both sides count the same strings.
 * free text shown to the model (titles, descriptions, captions): `clean_text` keeps case
   and script, removes markup and invisible characters, and caps the length.
+
+Linear time on any input. Every step is linear in its input, and the input is bounded first:
+
+1. Python, one call per string, C-level functions only: cut the raw text at RAW_CAP_FACTOR x the
+   phrase cap; unescape HTML entities (before markup is stripped, so `&lt;script&gt;` is stripped
+   too); drop format characters (category Cf: zero-width joiners, U+2060 word joiner, bidi
+   controls, soft hyphen...) so they cannot split a phone number; controls become spaces;
+   decimal digits of every script become ASCII; NFKC; case fold. An entity that only appears
+   after NFKC (`＆lt;`) loses its `&`, so a second pass cannot decode it.
+2. Rust regex (Polars, a linear-time engine, over the whole column): strip tags, `<` and `>`,
+   collapse whitespace, cap at `max_chars` on a word boundary (after NFKC, which can grow one
+   character 18-fold).
+3. Scrub (Rust regex), repeated until nothing changes, because removing one match can join two
+   halves into a new one ("4111 1111 anna@x.io 1111 1111"). Each pass only revisits the strings
+   the previous pass changed; a string still changing after MAX_SCRUB_PASSES is dropped whole
+   (becomes ''), so the work is bounded and the result is a fixed point: normalize_phrases is
+   idempotent and never longer than max_chars.
 """
 
 from __future__ import annotations
 
 import html
 import re
+import sys
 import unicodedata
 from functools import lru_cache
+from typing import Iterable
 
-# -- personal data ------------------------------------------------------------------
-# Patterns run after NFKC + casefold, so full-width forms (＠, ０-９) are already ASCII.
-EMAIL_RE = re.compile(r"[^\s@]+@[^\s@]+\.[^\s@]{2,}")
-URL_RE = re.compile(
-    r"(?:(?:https?|ftp)://|www\.)\S+"
-    r"|\b[a-z0-9][a-z0-9-]*(?:\.[a-z0-9-]+)*\.(?:com|net|org|edu|gov|io|co|uk|de|fr|es|it|jp|ru|br|in|info|biz|me|ly|app|shop)\b(?:/\S*)?",
-    re.ASCII,
-)
-# International numbers with a +, North-American style groups, and long digit runs.
-PHONE_RE = re.compile(
-    r"\+[0-9][0-9 ().-]{6,}[0-9]"
-    r"|\(?\b[0-9]{3}\)?[ .-][0-9]{3}[ .-][0-9]{4}\b"
-    r"|\b[0-9]{3,4}[ .-][0-9]{3,4}[ .-][0-9]{3,4}\b"
-    r"|\b[0-9]{9,15}\b"
-)
-_WS_RE = re.compile(r"\s+")
+import polars as pl
+
 MAX_PHRASE_CHARS = 500
-"""A query or board title longer than this is cut: no real one is, and a hostile one must not cost
-regex time in scrubbing or land whole in a pin's features."""
+"""A query or board title longer than this (after NFKC) is cut on a word boundary: no real one is,
+and a hostile one must not land whole in a pin's features."""
+RAW_CAP_FACTOR = 8
+"""Raw text is cut at RAW_CAP_FACTOR x max_chars before anything else: room for markup and
+entities that vanish, and a bound on the work NFKC (up to 18x growth) can be asked to do."""
+MAX_SCRUB_PASSES = 4
+
+# -- personal data ----------------------------------------------------------------------------
+# The patterns run on folded text: lower case, ASCII digits, single spaces, no format characters.
+# Rust regex syntax (Polars): no look-around, no backreferences, so no backtracking.
+_SEP = r"[ ().\-/]{0,2}"
+_TLDS = (
+    "com|net|org|edu|gov|mil|int|info|biz|name|pro|mobi|io|co|ai|app|dev|xyz|me|tv|cc|ly|to|gg|fm|"
+    "online|site|store|shop|tech|blog|club|top|live|cloud|page|link|art|design|space|website|news|"
+    "email|world|life|today|win|bid|icu|vip|work|fun|uk|de|fr|es|it|nl|ru|br|in|jp|cn|au|ca|ch|se|"
+    "no|dk|fi|pl|be|at|cz|pt|gr|ie|nz|mx|ar|za|kr|tr|ua|il|ir|us|eu|hk|sg|tw|my|id|th|vn|ph|ng|ke|"
+    "eg|sa|ae|pk|bd|ro|hu|bg|sk|si|hr|lt|lv|ee|is|lu|cl|pe|ve|su|рф"
+)
+_WEBMAIL = "gmail|googlemail|yahoo|ymail|hotmail|outlook|msn|icloud|aol|proton|protonmail|gmx|yandex|zoho"
+
+
+
+def _grouped_digits_pattern() -> str:
+    """Every split of 7 or 8 digits into 2-4 groups (the first of 1-4 digits, the others of 2-7),
+    joined by a space or a dash; 4-2-2 and 2-2-4 only by spaces (with dashes they are dates)."""
+    from itertools import product
+
+    shapes = []
+    for parts in range(2, 5):
+        for sizes in product(range(1, 8), repeat=parts):
+            if sum(sizes) in (7, 8) and sizes[0] <= 4 and min(sizes[1:]) >= 2:
+                sep = " " if sizes in ((4, 2, 2), (2, 2, 4)) else r"[ \-]"
+                shapes.append(sep.join(f"[0-9]{{{n}}}" for n in sizes))
+    return r"\b(?:" + "|".join(shapes) + r")\b"
+
+
+PII_PATTERNS: dict[str, str] = {
+    # name@host, the host with dots or spelled ' dot ', or none (anna@localhost); spaces around @
+    "email": r"[\w.+\-']+ ?@ ?[\w\-]+(?:(?:\.| dot )[\w\-]+)*",
+    # name at host dot tld (spelled out: the last label must be a known top-level domain)
+    "email_spelled": rf"[\w.+\-]+ at [\w\-]+(?: dot [\w\-]+)* dot (?:{_TLDS})\b",
+    # name at gmail.com (spelled 'at', a webmail host)
+    "email_webmail": rf"[\w.+\-]+ at (?:{_WEBMAIL})(?:\.| dot )[\w\-]+",
+    # any scheme, defanged ones too (hxxp://, ftp://, ...)
+    "url_scheme": r"\b[a-z][a-z0-9+.\-]{1,20}://\S*",
+    "url_www": r"\bwww\d{0,3}\.\S+",
+    # host.tld with or without a path (example.com, shop.example.co.uk/x)
+    "url_domain": rf"\b[\w\-]+(?:\.[\w\-]+)*\.(?:{_TLDS})\b(?:[/?#:]\S*)?",
+    # any host.label followed by a path (example.xyz/path)
+    "url_path": r"\b[\w\-]+(?:\.[\w\-]+)*\.[a-z]{2,}/\S*",
+    "ipv4": r"\b[0-9]{1,3}(?:\.[0-9]{1,3}){3}\b(?::[0-9]{1,5}|/[0-9]{1,2})?",
+    # full form, or any form with '::' (fe80::1, 2001:db8::8a2e:370:7334, ::1)
+    "ipv6": r"\b[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){7}\b"
+    r"|\b[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){0,6}::(?:[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){0,6}\b)?"
+    r"|::[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){0,6}\b",
+    # international numbers: + and at least 7 digits, up to two separators between digits
+    "phone_international": rf"\+ ?\(?[0-9](?:{_SEP}[0-9]){{6,}}",
+    # any 9 or more digits with up to two separators between them: phone numbers in national
+    # form (07946 095811, 612 345 678), card numbers (4111 1111 1111 1111), US SSNs (123-45-6789),
+    # bank account and id numbers
+    "digit_sequence": rf"\(?[0-9](?:{_SEP}[0-9]){{8,}}",
+    # local 7-digit numbers written 555-0123 / 555.0123
+    "phone_local": r"\b[0-9]{3}[.\-][0-9]{4}\b",
+    # 7 or 8 digits in groups (8123 4567, 32 12 34 56, 999 99 99): national numbers of many countries
+    "phone_grouped": _grouped_digits_pattern(),
+    # an area code in parentheses and the number: (020) 79460, (0123) 456 789
+    "phone_area_code": r"\([0-9]{2,5}\) ?[0-9]{3,}(?:[ \-][0-9]{2,})*",
+    # UK national insurance number (qq 12 34 56 c)
+    "uk_nino": r"\b[a-z]{2} ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[a-d]\b",
+}
+"""What the scrubber removes from phrases (each match becomes a space). One test per entry."""
+
+PII_PATTERN = "|".join(f"(?:{p})" for p in PII_PATTERNS.values())
+# Obfuscated separators read as the real ones: evil[.]com, anna(at)example(dot)com.
+_DOT_PATTERN = r" ?(?:\[\.\]|\(\.\)|\{\.\}|\[dot\]|\(dot\)|\{dot\}) ?"
+_AT_PATTERN = r" ?(?:\[at\]|\(at\)|\{at\}|\[@\]|\(@\)) ?"
 
 # -- free text ----------------------------------------------------------------------
 # The pattern strings are shared with text.py, which runs them in Rust (Polars) on whole columns:
@@ -50,40 +129,114 @@ INVISIBLE_PATTERN = "[\u200b\u202a-\u202e\u2066-\u2069\ufeff\u2028\u2029]"
 _TAG_RE = re.compile(TAG_PATTERN)
 _CONTROL_RE = re.compile(CONTROL_PATTERN)
 _INVISIBLE_RE = re.compile(INVISIBLE_PATTERN)
+_WS_RE = re.compile(r"\s+")
 
 
-def scrub_pii(text: str) -> str:
-    """Replace e-mail addresses, URLs and phone numbers by a space (input: NFKC-folded text)."""
-    text = EMAIL_RE.sub(" ", text)
-    text = URL_RE.sub(" ", text)
-    return PHONE_RE.sub(" ", text)
+@lru_cache(maxsize=1)
+def _fold_table() -> dict[int, str | None]:
+    """str.translate table for phrases: format characters (Cf) removed, controls (Cc) and line /
+    paragraph separators to a space, lone surrogates to U+FFFD, decimal digits of every script
+    to ASCII."""
+    table: dict[int, str | None] = {}
+    for cp in range(sys.maxunicode + 1):
+        cat = unicodedata.category(chr(cp))
+        if cat == "Cf":
+            table[cp] = None
+        elif cat in ("Cc", "Zl", "Zp"):
+            table[cp] = " "
+        elif cat == "Cs":  # a lone surrogate (from a JSON escape) cannot be written as UTF-8
+            table[cp] = "\ufffd"
+        elif cat == "Nd" and cp > 0x7F:
+            table[cp] = str(unicodedata.decimal(chr(cp)))
+    return table
+
+
+def _fold(text: str, raw_cap: int) -> str:
+    """Step 1 of the module docstring, for one string (C-level calls only: linear)."""
+    text = text[:raw_cap]
+    if "&" in text:
+        text = html.unescape(text)
+    text = unicodedata.normalize("NFKC", text.translate(_fold_table())).casefold()
+    if "&" in text and html.unescape(text) != text:  # an entity NFKC or case folding made
+        text = text.replace("&", " ")
+    return text
+
+
+def _as_series(values: Iterable[str | None] | pl.Series) -> pl.Series:
+    if isinstance(values, pl.Series):
+        return values.cast(pl.Utf8)
+    return pl.Series("text", list(values), dtype=pl.Utf8)
+
+
+def _cap_words(col: pl.Expr, max_chars: int) -> pl.Expr:
+    """Cut to max_chars, dropping the word the cut would split and the digits and separators
+    before it (a cut half of a phone number or address could hide it from the patterns); a text
+    with no space in its first max_chars is cut hard."""
+    head = col.str.slice(0, max_chars + 1).str.replace(r"[\s0-9+().\-/]*\S*$", "").str.strip_chars()
+    return (
+        pl.when(col.str.len_chars() <= max_chars).then(col)
+        .when(head.str.len_chars() > 0).then(head)
+        .otherwise(col.str.slice(0, max_chars).str.strip_chars())
+    )
+
+
+def _scrub_pass(col: pl.Expr) -> pl.Expr:
+    return (
+        col.str.replace_all(_DOT_PATTERN, ".")
+        .str.replace_all(_AT_PATTERN, "@")
+        .str.replace_all(PII_PATTERN, " ")
+        .str.replace_all(r"\s+", " ")
+        .str.strip_chars()
+    )
+
+
+def normalize_phrases(values: Iterable[str | None] | pl.Series, max_chars: int = MAX_PHRASE_CHARS) -> pl.Series:
+    """Fold, cap and scrub many phrases at once (see the module docstring). None stays None; the
+    result may be '' (nothing left after scrubbing). Same length and order as `values`."""
+    raw = _as_series(values)
+    raw_cap = RAW_CAP_FACTOR * max_chars
+    folded = pl.Series("text", [None if v is None else _fold(v, raw_cap) for v in raw.to_list()], dtype=pl.Utf8)
+    text = pl.col("text")
+    frame = pl.DataFrame({"text": folded}).select(
+        _cap_words(
+            text.str.replace_all(TAG_PATTERN, " ").str.replace_all(r"[<>\s]+", " ").str.strip_chars(), max_chars
+        ).alias("text")
+    )
+    current = frame.get_column("text")
+    todo = pl.Series("i", range(len(current)), dtype=pl.UInt32).filter(current.is_not_null())
+    for _ in range(MAX_SCRUB_PASSES):
+        if todo.len() == 0:
+            break
+        before = current.gather(todo)
+        after = pl.DataFrame({"text": before}).select(_scrub_pass(text)).get_column("text")
+        changed = before != after
+        current = current.scatter(todo.filter(changed), after.filter(changed))
+        todo = todo.filter(changed)
+    if todo.len():  # still changing after the last pass: no fixed point in reach, keep nothing
+        current = current.scatter(todo, pl.Series([""] * todo.len(), dtype=pl.Utf8))
+    return current.rename(raw.name)
 
 
 @lru_cache(maxsize=1 << 16)
-def normalize_phrase(text: str | None) -> str | None:
-    """Strip markup, NFKC, case fold, scrub personal data, collapse whitespace. None stays None; may return ''."""
+def normalize_phrase(text: str | None, max_chars: int = MAX_PHRASE_CHARS) -> str | None:
+    """`normalize_phrases` of one string (for a few values; use the vectorised form for columns)."""
     if text is None:
         return None
-    text = text[: 4 * MAX_PHRASE_CHARS]  # bound the work before markup and NFKC (which may grow it)
-    text = _TAG_RE.sub(" ", text)
-    if "&" in text:
-        text = html.unescape(text)
-    folded = unicodedata.normalize("NFKC", text).casefold()
-    folded = _CONTROL_RE.sub(" ", _INVISIBLE_RE.sub("", folded))
-    return _WS_RE.sub(" ", scrub_pii(folded)).strip()[:MAX_PHRASE_CHARS].rstrip()
+    return normalize_phrases([text], max_chars)[0]
 
 
 def clean_text(text: str | None, max_chars: int) -> str | None:
-    """Strip HTML tags, unescape entities, drop control/invisible characters, collapse whitespace, cap length.
+    """Unescape entities, then strip HTML tags (so `&lt;b&gt;` goes too), drop control/invisible
+    characters, collapse whitespace, cap length.
 
     Returns None for None or for text that is empty after cleaning.
     Reference implementation: `text.normalise_pins` does the same on whole columns with Polars.
     """
     if text is None:
         return None
-    text = _TAG_RE.sub(" ", text)
     if "&" in text:
         text = html.unescape(text)
+    text = _TAG_RE.sub(" ", text)
     text = _CONTROL_RE.sub(" ", _INVISIBLE_RE.sub("", text))
     text = _WS_RE.sub(" ", text).strip()
     if len(text) > max_chars:

@@ -1,8 +1,8 @@
 """Text stage: clean the free-text sources of each pin with Polars.
 
 In:  pins(pin_id, title, description, ...) valid rows.
-Out: the same frame with `title` and `description` cleaned: HTML tags stripped, entities
-     unescaped, control and invisible characters (bidi overrides, zero-width space, BOM)
+Out: the same frame with `title` and `description` cleaned: entities unescaped, then HTML tags
+     stripped (so an entity-encoded `&lt;script&gt;` goes too), control and invisible characters (bidi overrides, zero-width space, BOM)
      removed, whitespace collapsed, length capped at `max_chars`; empty becomes null.
 
 `pinfeatures.build.scrub.clean_text` is the one-string reference of the same rules (tests hold
@@ -34,8 +34,8 @@ def clean_column(column: str, max_chars: int) -> pl.Expr:
     expr = (
         pl.col(column)
         .cast(pl.Utf8)
+        .map_batches(_unescape, return_dtype=pl.Utf8)  # before tags: `&lt;script&gt;` is a tag too
         .str.replace_all(TAG_PATTERN, " ")
-        .map_batches(_unescape, return_dtype=pl.Utf8)
         .str.replace_all(INVISIBLE_PATTERN, "")
         .str.replace_all(CONTROL_PATTERN, " ")
         .str.replace_all(r"\s+", " ")

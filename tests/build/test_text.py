@@ -15,7 +15,7 @@ HOSTILE = [
     "Plain good pin",
     "<b>Bold</b> cake <script>alert('x')</script>",
     "<p>Tasty &amp; easy &lt;3 &#128512; &nbsp;</p>",
-    "&lt;b&gt;escaped tag&lt;/b&gt;",  # unescaped after tag stripping: stays as text in both
+    "&lt;b&gt;escaped tag&lt;/b&gt;",  # unescaped before tag stripping: the tags go in both
     "&amp;amp; double &bogus; entity &#0; &#x110000;",
     "Control\x00chars\x07here\x1b[31m red\x7f\x85\x9f",
     "tab\tnew\nline\rcr\x0bvt\x0cff",
@@ -73,3 +73,11 @@ def test_normalise_pins_without_description_column_and_empty_frame():
     assert out.to_dicts() == [{"pin_id": "a", "title": "x"}]
     empty = pl.DataFrame(schema={"pin_id": pl.Utf8, "title": pl.Utf8, "description": pl.Utf8})
     assert normalise_pins(empty).height == 0
+
+
+def test_entity_encoded_markup_never_comes_out_as_markup():
+    """Entities are unescaped before tags are stripped: `&lt;script&gt;` is a tag, not text."""
+    raw = "&lt;script&gt;alert(1)&lt;/script&gt; cake &lt;3"
+    assert clean_text(raw, 4000) == "alert(1) cake <3"
+    got = normalise_pins(pl.DataFrame({"pin_id": ["p"], "title": [raw], "description": ["&lt;b&gt;bold&lt;/b&gt;"]}))
+    assert got.row(0) == ("p", "alert(1) cake <3", "bold")
