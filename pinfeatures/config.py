@@ -155,6 +155,8 @@ class BuildConfig:
     tokenizer: str | None = None
     quiet: bool = False
     report: bool = False
+    previous: str | None = None
+    """A build folder to write changes.parquet against (default: the build already in `out`)."""
 
     # aggregation (sql/)
     board_top_k: int = 5

@@ -5,6 +5,7 @@ module may import it without a cycle.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
@@ -68,9 +69,35 @@ def variant_name(sources: frozenset[str] | set[str] | tuple[str, ...]) -> str:
     return "+".join(s for s in SOURCES if s in sources)
 
 
+@dataclass(frozen=True)
+class Variant:
+    """A variant as a typed value: its sources in ladder order. `Variant.parse` is the one place a
+    name is split back into sources; everything that needs a variant's sources goes through it."""
+
+    sources: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, name: str) -> "Variant":
+        """The variant a name stands for (sources in any order); ValueError for an unknown or repeated source."""
+        parts = [p.strip() for p in str(name).split("+")]
+        unknown = [p for p in parts if p not in SOURCES]
+        if unknown:
+            raise ValueError(f"unknown source {unknown[0]!r} in variant {name!r}; sources are {', '.join(SOURCES)}")
+        if len(set(parts)) != len(parts):
+            raise ValueError(f"a source is repeated in variant {name!r}")
+        return cls(tuple(s for s in SOURCES if s in parts))
+
+    @property
+    def name(self) -> str:
+        return "+".join(self.sources)
+
+    def __str__(self) -> str:
+        return self.name
+
+
 def variant_sources(name: str) -> tuple[str, ...]:
     """The sources of a variant name, in ladder order."""
-    return tuple(s for s in SOURCES if s in set(name.split("+")))
+    return Variant.parse(name).sources
 
 
 def expand(spec: str) -> list[str]:
@@ -90,14 +117,11 @@ def expand(spec: str) -> list[str]:
         item = item.strip()
         if not item:
             raise ConfigError(f"variants: empty item in {spec!r}")
-        parts = [p.strip() for p in item.split("+")]
-        unknown = [p for p in parts if p not in SOURCES]
-        if unknown:
-            hint = f"; presets are {', '.join(PRESETS)}" if len(parts) == 1 else ""
-            raise ConfigError(f"variants: unknown source {unknown[0]!r} in {item!r}; sources are {', '.join(SOURCES)}{hint}")
-        if len(set(parts)) != len(parts):
-            raise ConfigError(f"variants: a source is repeated in {item!r}")
-        name = variant_name(set(parts))
+        try:
+            name = Variant.parse(item).name
+        except ValueError as exc:
+            hint = f"; presets are {', '.join(PRESETS)}" if "+" not in item else ""
+            raise ConfigError(f"variants: {exc}{hint}") from None
         if name not in names:
             names.append(name)
     return names

@@ -87,6 +87,27 @@ def write_inputs(folder: Path, tables: dict[str, pl.DataFrame], fmt: str = "parq
     return folder
 
 
+def write_build(out: Path, tables: dict[str, pl.DataFrame], **fields: Any) -> Path:
+    """A build folder written by hand through the real writer (pinfeatures.buildfolder): features and
+    texts may leave out required columns (filled with nulls / False), rejects defaults to empty;
+    manifest fields default to the frames' variants and the default text layout."""
+    from pinfeatures.buildfolder import TABLES, BuildWriter, TextLayout
+    from pinfeatures.contracts import empty_rejects
+
+    tables = {"rejects": empty_rejects(), **tables}
+    for name in ("features", "texts"):
+        frame = tables[name]
+        fill = [pl.lit(False if dt == pl.Boolean else None, dt).alias(c) for c, dt in TABLES[name].items() if c not in frame.columns and c not in ("text_sha256", "content_sha256")]
+        tables[name] = frame.with_columns(fill).cast({c: dt for c, dt in TABLES[name].items() if c in frame.columns or c not in ("text_sha256", "content_sha256")})
+    fields.setdefault("variants", tables["texts"].get_column("variant").unique(maintain_order=True).to_list())
+    fields.setdefault("text_layout", TextLayout().to_dict())
+    with BuildWriter(out) as writer:
+        for name, frame in tables.items():
+            writer.write_table(name, frame)
+        writer.commit(fields)
+    return out
+
+
 def build(out: Path, **settings: Any) -> dict[str, Any]:
     """Run the real build quietly with the given BuildConfig settings; returns the manifest."""
     from pinfeatures.build.run import run_build

@@ -25,33 +25,33 @@ from typing import Mapping, Sequence
 import polars as pl
 
 from pinfeatures.build.tokens import TokenCounter, truncate
+from pinfeatures.buildfolder import TextLayout
 from pinfeatures.config import BuildConfig
-from pinfeatures.contracts import SOURCES, variant_sources
-
-LIST_SOURCES = ("boards", "queries")
+from pinfeatures.contracts import LIST_SOURCES, SOURCES, Variant
 
 
-def _neutralise(expr: pl.Expr, cfg: BuildConfig, *, list_item: bool) -> pl.Expr:
-    for sep in (cfg.field_separator, cfg.list_separator if list_item else None):
+def _neutralise(expr: pl.Expr, layout: TextLayout, *, list_item: bool) -> pl.Expr:
+    for sep in (layout.field_separator, layout.list_separator if list_item else None):
         if sep and sep.strip():
             expr = expr.str.replace_all(sep.strip(), " ", literal=True)
-    labels = "|".join(re.escape(cfg.labels[s]) for s in SOURCES)
+    labels = "|".join(re.escape(layout.labels[s]) for s in SOURCES)
     expr = expr.str.replace_all(rf"(?i)\b({labels})\s*:", "${1}")
     return expr.str.replace_all(r"\s+", " ").str.strip_chars()
 
 
 def render_values(features: pl.DataFrame, cfg: BuildConfig) -> pl.DataFrame:
     """pin_id plus one rendered string per source (null when the pin lacks it)."""
+    layout = TextLayout.from_settings(cfg)
     exprs = [pl.col("pin_id")]
     for s in SOURCES:
         if s not in features.columns:
             exprs.append(pl.lit(None, pl.Utf8).alias(s))
         elif s in LIST_SOURCES:
-            items = pl.col(s).list.eval(_neutralise(pl.element(), cfg, list_item=True)).list.eval(pl.element().filter(pl.element().str.len_chars() > 0))
-            joined = items.list.join(cfg.list_separator)
+            items = pl.col(s).list.eval(_neutralise(pl.element(), layout, list_item=True)).list.eval(pl.element().filter(pl.element().str.len_chars() > 0))
+            joined = items.list.join(layout.list_separator)
             exprs.append(pl.when(joined.str.len_chars() > 0).then(joined).otherwise(pl.lit(None, pl.Utf8)).alias(s))
         else:
-            v = _neutralise(pl.col(s).cast(pl.Utf8), cfg, list_item=False)
+            v = _neutralise(pl.col(s).cast(pl.Utf8), layout, list_item=False)
             exprs.append(pl.when(v.str.len_chars() > 0).then(v).otherwise(pl.lit(None, pl.Utf8)).alias(s))
     return features.select(exprs)
 
@@ -77,14 +77,15 @@ def _cap_column(values: pl.Series, budget: int, counter: TokenCounter, dangling:
 
 def assemble_texts(features: pl.DataFrame, variants: Sequence[str], cfg: BuildConfig, counter: TokenCounter) -> pl.DataFrame:
     """One row per (pin, variant): pin_id, variant, text, n_tokens, truncated (see the module docstring)."""
+    layout = TextLayout.from_settings(cfg)
     rendered = render_values(features, cfg)
-    label_text = {s: f"{cfg.labels[s]}:" for s in SOURCES}
+    label_text = {s: layout.label(s) for s in SOURCES}
     label_tokens = {s: int(counter.count_many(pl.Series([label_text[s]]))[0]) for s in SOURCES}
     lines: dict[str, pl.Series] = {}
     line_tokens: dict[str, pl.Series] = {}
     cut: dict[str, pl.Series] = {}
     for s in SOURCES:
-        dangling = cfg.list_separator.strip() if s in LIST_SOURCES else ""
+        dangling = layout.list_separator.strip() if s in LIST_SOURCES else ""
         values, counts, truncated = _cap_column(rendered.get_column(s), cfg.max_tokens_per_source[s], counter, dangling)
         present = values.is_not_null()
         lines[s] = pl.select(pl.when(present).then(pl.lit(label_text[s] + " ") + values).otherwise(None)).to_series().alias(s)
@@ -94,10 +95,10 @@ def assemble_texts(features: pl.DataFrame, variants: Sequence[str], cfg: BuildCo
     pin_ids = rendered.get_column("pin_id")
     frames = []
     for idx, variant in enumerate(variants):
-        srcs = set(variant_sources(variant))
-        ordered = [s for s in cfg.source_order if s in srcs]
+        srcs = Variant.parse(variant).sources
+        ordered = [s for s in layout.order if s in srcs]
         text = pl.DataFrame([lines[s] for s in ordered]).select(
-            pl.concat_str(pl.all(), separator=cfg.field_separator, ignore_nulls=True).alias("text")
+            pl.concat_str(pl.all(), separator=layout.field_separator, ignore_nulls=True).alias("text")
         ).to_series().fill_null("")
         n_tokens = pl.DataFrame([line_tokens[s].alias(s) for s in ordered]).select(pl.sum_horizontal(pl.all())).to_series()
         truncated = pl.DataFrame([cut[s].alias(s) for s in ordered]).select(pl.any_horizontal(pl.all())).to_series()
@@ -163,21 +164,3 @@ def _fit_total(
     return frame.with_columns(
         pl.Series("text", texts, dtype=pl.Utf8), pl.Series("n_tokens", counts, dtype=pl.Int64), pl.Series("truncated", truncated, dtype=pl.Boolean)
     )
-
-
-def parse_text(text: str, cfg: BuildConfig) -> dict[str, str]:
-    """Split an assembled text back into {source: value}; raises ValueError on a line with no known label."""
-    by_label = {f"{cfg.labels[s]}: ": s for s in SOURCES}
-    out: dict[str, str] = {}
-    if not text:
-        return out
-    for line in text.split(cfg.field_separator):
-        for prefix, source in by_label.items():
-            if line.startswith(prefix):
-                if source in out:
-                    raise ValueError(f"field {source!r} appears twice")
-                out[source] = line[len(prefix) :]
-                break
-        else:
-            raise ValueError(f"line with no known label: {line[:80]!r}")
-    return out

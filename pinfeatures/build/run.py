@@ -1,7 +1,8 @@
-"""`pinfeatures build`: input tables to features.parquet, texts.parquet, rejects.parquet, manifest.json.
+"""`pinfeatures build`: input tables to a build folder (pinfeatures.buildfolder writes and commits it).
 
-    read (sources) -> validate -> aggregate (DuckDB) -> text (Polars) -> language (pins, with
-    their board titles; then queries) -> caption -> features -> assemble (variants, budgets) -> write
+    lock OUT -> read (sources) -> validate -> aggregate (DuckDB) -> text (Polars) -> language (pins,
+    with their board titles; then queries) -> caption -> features -> assemble (variants, budgets)
+    -> write + commit (atomic swap)
 
 `run_build(cfg)` is the one public function; its arguments are the CLI's flags (BuildConfig).
 """
@@ -9,7 +10,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
 import platform
 import time
@@ -27,17 +27,20 @@ from pinfeatures.build.read import input_tables, read_located
 from pinfeatures.build.text import clean_column, normalise_pins
 from pinfeatures.build.tokens import make_counter
 from pinfeatures.build.validate import validate_tables
+from pinfeatures.buildfolder import BuildWriter, TextLayout, coverage_stats, language_counts, token_stats
 from pinfeatures.config import BuildConfig
-from pinfeatures.contracts import SOURCES, expand
+from pinfeatures.contracts import expand
 from pinfeatures.errors import ConfigError
 from pinfeatures.progress import Progress
 
 FEATURE_COLUMNS = ("pin_id", "title", "description", "caption", "boards", "queries", "language", "caption_status", "image_sha256", "image")
-PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 3, "statistics": True, "row_group_size": 100_000}
 
 
 def run_build(cfg: BuildConfig) -> dict[str, Any]:
-    """Run the whole build and write its four outputs (plus query_pins.parquet, queries.parquet) to cfg.out. Returns the manifest."""
+    """Run the whole build and commit it to cfg.out (see pinfeatures.buildfolder). Returns the manifest.
+
+    The output folder's lock is taken first: a second build into the same folder stops at once.
+    """
     if not cfg.out:
         raise ConfigError("--out is required: the folder the build writes to")
     if not cfg.input and not cfg.pins:
@@ -49,7 +52,24 @@ def run_build(cfg: BuildConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     progress = Progress(cfg.quiet)
     started = time.perf_counter()
+    with BuildWriter(out, previous=cfg.previous) as writer:
+        manifest = _build_into(writer, cfg, variants, counter, progress, started)
+    progress.say(
+        f"wrote {manifest['outputs']['features']['rows']} pins, {manifest['outputs']['texts']['rows']} texts, "
+        f"{manifest['outputs']['rejects']['rows']} rejects to {out} in {manifest['timings']['total']:.1f}s (build {manifest['build_id']})"
+    )
 
+    if cfg.report:
+        from pinfeatures.report.run import write_report
+
+        with progress.stage("report", "writing report.html"):
+            path = write_report(out, cfg.report_settings)
+        progress.say(f"report: {path}")
+    return manifest
+
+
+def _build_into(writer: BuildWriter, cfg: BuildConfig, variants: list[str], counter: Any, progress: Progress, started: float) -> dict[str, Any]:
+    """The stages, written through `writer`; returns the committed manifest."""
     with progress.stage("read", "finding and reading the input tables"):
         located = input_tables(cfg)
         tables = {name: read_located(tf) for name, tf in located.items()}
@@ -94,27 +114,18 @@ def run_build(cfg: BuildConfig) -> dict[str, Any]:
     with progress.stage("assemble", f"{len(variants)} variant(s) x {features.height} pins"):
         texts = assemble_texts(features, variants, cfg, counter)
 
-    with progress.stage("write", f"writing to {out}"):
-        out.mkdir(parents=True, exist_ok=True)
-        features.write_parquet(out / "features.parquet", **PARQUET_OPTIONS)
-        texts.write_parquet(out / "texts.parquet", **PARQUET_OPTIONS)
-        valid.rejects.write_parquet(out / "rejects.parquet", **PARQUET_OPTIONS)
-        query_pins.write_parquet(out / "query_pins.parquet", **PARQUET_OPTIONS)
-        queries.write_parquet(out / "queries.parquet", **PARQUET_OPTIONS)
-
-    timings = dict(progress.timings)
-    timings["total"] = time.perf_counter() - started
-    manifest = _manifest(cfg, fingerprints, valid, agg.stats, language_stats, caption_stats, features, texts, queries, variants, counter.name, timings)
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    progress.say(f"wrote {features.height} pins, {texts.height} texts, {valid.rejects.height} rejects to {out} in {timings['total']:.1f}s")
-
-    if cfg.report:
-        from pinfeatures.report.run import write_report
-
-        with progress.stage("report", "writing report.html"):
-            path = write_report(out, cfg.report_settings, images_root=images_root(cfg, located))
-        progress.say(f"report: {path}")
-    return manifest
+    with progress.stage("write", f"writing and committing {writer.out}"):
+        writer.write_table("features", features)
+        writer.write_table("texts", texts)
+        writer.write_table("rejects", valid.rejects)
+        writer.write_table("query_pins", query_pins)
+        writer.write_table("queries", queries)
+        timings = dict(progress.timings)
+        timings["total"] = time.perf_counter() - started
+        root = images_root(cfg, located)
+        fields = _manifest(cfg, fingerprints, valid, agg.stats, language_stats, caption_stats, features, texts, variants, counter.name, timings)
+        fields["images_root"] = str(root.absolute()) if root is not None else None
+        return writer.commit(fields)
 
 
 def images_root(cfg: BuildConfig, located: dict[str, Any] | None = None) -> Path | None:
@@ -200,47 +211,6 @@ def _features(pins: pl.DataFrame, captions: pl.DataFrame, boards: pl.DataFrame, 
     return features.select(*FEATURE_COLUMNS, *extras).sort("pin_id")
 
 
-def _present(col: str) -> pl.Expr:
-    if col in ("boards", "queries"):
-        return pl.col(col).list.len() > 0
-    return pl.col(col).is_not_null()
-
-
-def _coverage(features: pl.DataFrame) -> dict[str, Any]:
-    if features.height == 0:
-        return {"overall": {s: 0.0 for s in SOURCES}, "by_language": {}}
-    overall = features.select([_present(s).mean().alias(s) for s in SOURCES]).row(0, named=True)
-    by_lang = (
-        features.group_by("language")
-        .agg(pl.len().alias("pins"), *[_present(s).mean().alias(s) for s in SOURCES])
-        .sort(["pins", "language"], descending=[True, False])
-    )
-    return {
-        "overall": {k: round(float(v), 6) for k, v in overall.items()},
-        "by_language": {r["language"]: {"pins": int(r["pins"]), **{s: round(float(r[s]), 6) for s in SOURCES}} for r in by_lang.iter_rows(named=True)},
-    }
-
-
-def _token_stats(texts: pl.DataFrame, variants: list[str]) -> dict[str, Any]:
-    stats = (
-        texts.group_by("variant")
-        .agg(
-            pl.col("n_tokens").mean().alias("mean"),
-            pl.col("n_tokens").quantile(0.5, "nearest").alias("p50"),
-            pl.col("n_tokens").quantile(0.95, "nearest").alias("p95"),
-            pl.col("n_tokens").max().alias("max"),
-            pl.col("truncated").mean().alias("truncated_share"),
-            (pl.col("text").str.len_chars() == 0).mean().alias("empty_share"),
-        )
-    )
-    by = {r["variant"]: r for r in stats.iter_rows(named=True)}
-    return {
-        v: {k: (round(float(by[v][k]), 4) if by[v][k] is not None else None) for k in ("mean", "p50", "p95", "max", "truncated_share", "empty_share")}
-        for v in variants
-        if v in by
-    }
-
-
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for pkg in ("duckdb", "polars", "pyarrow", "langdetect", "torch", "transformers", "open_clip_torch", "pillow"):
@@ -251,8 +221,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _manifest(cfg, fingerprints, valid, agg_stats, language_stats, caption_stats, features, texts, queries, variants, counter_name, timings) -> dict[str, Any]:
-    languages = {r[0]: int(r[1]) for r in features.group_by("language").len().sort(["len", "language"], descending=[True, False]).iter_rows()}
+def _manifest(cfg, fingerprints, valid, agg_stats, language_stats, caption_stats, features, texts, variants, counter_name, timings) -> dict[str, Any]:
     return {
         "pinfeatures_version": __version__,
         "config": cfg.to_dict(),
@@ -261,24 +230,18 @@ def _manifest(cfg, fingerprints, valid, agg_stats, language_stats, caption_stats
         "inputs": fingerprints,
         "counts": valid.counts,
         "rejects": valid.reject_reasons,
-        "coverage": _coverage(features),
-        "languages": languages,
+        "coverage": coverage_stats(features),
+        "languages": language_counts(features),
         "language_detection": language_stats,
         "privacy": agg_stats,
         "caption": caption_stats,
         "variants": variants,
+        "text_layout": TextLayout.from_settings(cfg).to_dict(),
         "tokens": {
             "counter": counter_name,
             "max_tokens": cfg.max_tokens,
             "max_tokens_per_source": dict(cfg.max_tokens_per_source),
-            "by_variant": _token_stats(texts, variants),
+            "by_variant": token_stats(texts, variants),
         },
         "timings": {k: round(v, 4) for k, v in timings.items()},
-        "outputs": {
-            "features": {"path": "features.parquet", "rows": features.height},
-            "texts": {"path": "texts.parquet", "rows": texts.height},
-            "rejects": {"path": "rejects.parquet", "rows": valid.rejects.height},
-            "query_pins": {"path": "query_pins.parquet"},
-            "queries": {"path": "queries.parquet", "rows": queries.height},
-        },
     }

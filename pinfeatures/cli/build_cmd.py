@@ -27,19 +27,20 @@ from pinfeatures.contracts import expand, variant_sources
 @click.option("--allow-private-addresses", is_flag=True, default=None,
               help="Fetch image URLs on loopback, private, link-local, ... addresses too (refused by default: blocked_address).")
 @click.option("--retry-failed", is_flag=True, default=None, help="Caption images that failed in an earlier run again.")
+@click.option("--previous", type=click.Path(file_okay=False), help="Build folder to compare with for changes.parquet (default: the build already in --out).")
 @click.option("--report", is_flag=True, default=None, help="Also write report.html into --out.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file with the same settings; a flag wins over the file.")
 @click.option("--quiet", "-q", is_flag=True, default=None, help="No progress output.")
 def build(input_dir, out, images_root, pins, boards, saves, engagements, captions, variants, caption_model, caption_weights,
-          cache, tokenizer, max_tokens, query_min_users, allow_private_addresses, retry_failed, report, config_file, quiet) -> None:
-    """Build features.parquet, texts.parquet, rejects.parquet and manifest.json from the input tables."""
+          cache, tokenizer, max_tokens, query_min_users, allow_private_addresses, retry_failed, previous, report, config_file, quiet) -> None:
+    """Build features.parquet, texts.parquet, rejects.parquet, query_pins.parquet, queries.parquet, changes.parquet and manifest.json."""
     from pinfeatures.build.run import run_build
 
     cfg = make_config(
         config_file,
         input=input_dir, out=out, images_root=images_root, pins=pins, boards=boards, saves=saves,
         engagements=engagements, captions=captions, variants=variants, cache=cache, tokenizer=tokenizer,
-        max_tokens=max_tokens, query_min_users=query_min_users, report=report, quiet=quiet,
+        max_tokens=max_tokens, query_min_users=query_min_users, previous=previous, report=report, quiet=quiet,
         caption__model=caption_model, caption__weights=caption_weights, caption__retry_failed=retry_failed,
         caption__allow_private_addresses=allow_private_addresses,
     )
@@ -49,8 +50,15 @@ def build(input_dir, out, images_root, pins, boards, saves, engagements, caption
         click.echo(
             f"{manifest['outputs']['features']['rows']} pins, {manifest['outputs']['texts']['rows']} texts "
             f"({len(manifest['variants'])} variants), {manifest['outputs']['rejects']['rows']} rejected rows "
-            f"[{rejected}] -> {cfg.out}"
+            f"[{rejected}] -> {cfg.out} (build {manifest['build_id']}){_changes_line(manifest)}"
         )
+
+
+def _changes_line(manifest: dict) -> str:
+    ch = manifest["changes"]
+    if not ch.get("previous"):
+        return ""
+    return f"; changes since {ch['previous']['build_id']}: " + ", ".join(f"{ch[k]} {k}" for k in ("added", "changed", "removed"))
 
 
 @click.command()

@@ -1,6 +1,6 @@
 """`pinfeatures evaluate`: score judged (query, pin) pairs under every text variant and report an ablation.
 
-In:  a build folder (`texts.parquet`, `features.parquet`, optional `manifest.json`) and a
+In:  a build folder (read through pinfeatures.buildfolder: texts, features) and a
      judgments table (`query`, `pin_id`, `label` 1..5; Parquet, CSV or JSONL).
 Out: per scorer (lexical BM25, semantic embeddings) and variant: NDCG@k, rank correlation,
      coverage, and each step's gain over its reference row with a paired bootstrap CI;
@@ -34,8 +34,9 @@ from typing import Any, Sequence
 import numpy as np
 import polars as pl
 
+from pinfeatures.buildfolder import Build, open_build
 from pinfeatures.config import EvaluateConfig
-from pinfeatures.contracts import REJECT_SCHEMA, SOURCES, empty_rejects
+from pinfeatures.contracts import REJECT_SCHEMA, SOURCES, Variant, empty_rejects
 from pinfeatures.errors import ConfigError, InputError
 from pinfeatures.evaluate.metrics import (
     paired_bootstrap,
@@ -54,65 +55,12 @@ SCORER_TITLES = {"lexical": "BM25", "semantic": "Embedding"}
 # -- build folder ---------------------------------------------------------------------
 
 
-@dataclass
-class Build:
-    """The parts of a build folder that evaluate and pairs read."""
-
-    path: Path
-    texts: pl.DataFrame
-    """pin_id, variant, text."""
-    features: pl.DataFrame
-    """pin_id, language."""
-    manifest: dict[str, Any]
-    variants: list[str]
-    """The build's variants in its own order."""
-
-
-def load_build(path: str | Path) -> Build:
-    """Read texts.parquet, features.parquet (pin_id, language) and manifest.json of a build folder.
-
-    Raises InputError naming the file and column when something needed is missing.
-    """
-    root = Path(path)
-    if not root.is_dir():
-        raise InputError("build folder not found (run `pinfeatures build` first)", file=str(root))
-    texts = _read_parquet(root / "texts.parquet", {"pin_id", "variant", "text"})
-    features = _read_parquet(root / "features.parquet", {"pin_id"})
-    manifest: dict[str, Any] = {}
-    mpath = root / "manifest.json"
-    if mpath.is_file():
-        try:
-            manifest = json.loads(mpath.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise InputError(f"not valid JSON: {exc}", file=str(mpath)) from None
-    texts = texts.select(
-        pl.col("pin_id").cast(pl.Utf8), pl.col("variant").cast(pl.Utf8), pl.col("text").cast(pl.Utf8)
-    )
-    if texts.get_column("pin_id").null_count() or texts.get_column("variant").null_count():
-        raise InputError("null pin_id or variant", file=str(root / "texts.parquet"))
-    dup = texts.select("pin_id", "variant").is_duplicated()
-    if dup.any():
-        row = int(dup.arg_true()[0]) + 1
-        raise InputError("duplicate (pin_id, variant)", file=str(root / "texts.parquet"), column="pin_id", row=row)
-    language = pl.col("language").cast(pl.Utf8).fill_null("und") if "language" in features.columns else pl.lit("und")
-    features = features.select(pl.col("pin_id").cast(pl.Utf8), language.alias("language")).unique("pin_id", keep="first")
-    seen = texts.get_column("variant").unique(maintain_order=True).to_list()
-    declared = [v for v in manifest.get("variants", []) if isinstance(v, str) and v in set(seen)]
-    variants = declared + [v for v in seen if v not in set(declared)]
-    return Build(root, texts, features, manifest, variants)
-
-
-def _read_parquet(path: Path, required: set[str]) -> pl.DataFrame:
-    if not path.is_file():
-        raise InputError("not found in the build folder (run `pinfeatures build` first)", file=str(path))
-    try:
-        frame = pl.read_parquet(path)
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise InputError(f"cannot read as Parquet: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}", file=str(path)) from None
-    missing = sorted(required - set(frame.columns))
-    if missing:
-        raise InputError(f"missing column(s) {', '.join(missing)}", file=str(path), column=missing[0])
-    return frame
+def read_texts(build: Build) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """What evaluate and pairs read of a (verified) build: texts (pin_id, variant, text) and
+    features (pin_id, language; a missing language is `und`)."""
+    texts = build.read("texts", ["pin_id", "variant", "text"])
+    features = build.read("features", ["pin_id", "language"]).with_columns(pl.col("language").fill_null("und"))
+    return texts, features
 
 
 def select_variants(build: Build, spec: str | Sequence[str] | None) -> list[str]:
@@ -121,15 +69,15 @@ def select_variants(build: Build, spec: str | Sequence[str] | None) -> list[str]
     spec's order. A variant the spec names that the build lacks is a ConfigError.
     """
     if spec is None or (not isinstance(spec, str) and not spec):
-        return list(build.variants)
+        return build.variant_names
     from pinfeatures.contracts import expand
 
     names = expand(spec if isinstance(spec, str) else ",".join(spec))
     if isinstance(spec, str) and spec.strip() == "all":
-        names = [n for n in names if n in build.variants]
-    missing = [n for n in names if n not in build.variants]
+        names = [n for n in names if n in build.variant_names]
+    missing = [n for n in names if n not in build.variant_names]
     if missing:
-        raise ConfigError(f"variant(s) {', '.join(missing)} not in this build; it has: {', '.join(build.variants)}")
+        raise ConfigError(f"variant(s) {', '.join(missing)} not in this build; it has: {', '.join(build.variant_names)}")
     if not names:
         raise ConfigError("--variants names no variant of this build")
     return names
@@ -249,7 +197,7 @@ def load_judgments(path: str | Path, known_pins: pl.Series | None) -> tuple[pl.D
 
 def step_references(variants: Sequence[str]) -> dict[str, tuple[str | None, str]]:
     """For each variant: (the variant it is compared with, its row label). See the module docstring."""
-    sets = {v: frozenset(v.split("+")) for v in variants}
+    sets = {v: frozenset(Variant.parse(v).sources) for v in variants}
     largest = max(variants, key=lambda v: (len(sets[v]), -variants.index(v))) if variants else None
     out: dict[str, tuple[str | None, str]] = {}
     for i, v in enumerate(variants):
@@ -414,6 +362,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"### Text-source ablation: NDCG@{k} on {result['judgments']['queries']} judged queries "
         f"({result['judgments']['valid']} judged pairs)",
         "",
+        f"Build `{result['build_id']}`.",
+        "",
     ]
     header = ["Text variant", "Coverage"]
     align = ["---", "---:"]
@@ -511,12 +461,13 @@ def run_evaluate(
     cfg = cfg or EvaluateConfig()
     check_evaluate_config(cfg)
     t0 = time.perf_counter()
-    build = load_build(build_dir)
+    build = open_build(build_dir)
+    texts, features = read_texts(build)
     chosen = select_variants(build, variants)
-    valid, rejects, n_read = load_judgments(judgments, build.features.get_column("pin_id"))
+    valid, rejects, n_read = load_judgments(judgments, features.get_column("pin_id"))
     if valid.height == 0:
         raise InputError(f"no valid judgments ({rejects.height} rejected: see reasons with --out)", file=str(judgments))
-    pairs = judged_pairs(valid, chosen, build.texts)
+    pairs = judged_pairs(valid, chosen, texts)
     timings: dict[str, float] = {"load": time.perf_counter() - t0}
 
     encoder = None
@@ -545,16 +496,16 @@ def run_evaluate(
     scored_all = []
     for scorer in scorers:
         t = time.perf_counter()
-        scored = score(pairs, build.texts, scorer, cfg, encoder, progress=not quiet)
+        scored = score(pairs, texts, scorer, cfg, encoder, progress=not quiet)
         timings[f"score_{scorer}"] = time.perf_counter() - t
         scored_all.append(scored.with_columns(pl.lit(scorer).alias("scorer")))
         t = time.perf_counter()
         rows[scorer] = ablation_rows(scored, chosen, scorer, cfg)
-        by_language[scorer] = language_rows(scored, build.features, chosen, scorer, cfg)
+        by_language[scorer] = language_rows(scored, features, chosen, scorer, cfg)
         timings[f"metrics_{scorer}"] = time.perf_counter() - t
 
     languages = (
-        valid.join(build.features, on="pin_id", how="left")
+        valid.join(features, on="pin_id", how="left")
         .group_by("language")
         .agg(pl.len().alias("n"))
         .sort(["n", "language"], descending=[True, False])
@@ -562,6 +513,7 @@ def run_evaluate(
         .to_list()
     )
     result: dict[str, Any] = {
+        "build_id": build.build_id,
         "build": str(build.path),
         "judgments": {
             "file": str(judgments),
@@ -661,10 +613,9 @@ def _json_default(x: Any) -> Any:
 
 
 __all__ = [
-    "Build",
     "EvaluateResult",
     "SOURCES",
-    "load_build",
+    "read_texts",
     "load_judgments",
     "render_markdown",
     "run_evaluate",

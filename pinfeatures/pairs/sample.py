@@ -37,10 +37,11 @@ import numpy as np
 import polars as pl
 
 from pinfeatures.build.queries import band_names, query_bands
+from pinfeatures.buildfolder import open_build
 from pinfeatures.config import PairsConfig
-from pinfeatures.errors import ConfigError, InputError
+from pinfeatures.errors import ConfigError
 from pinfeatures.evaluate.metrics import stable_seed
-from pinfeatures.evaluate.run import Build, load_build, load_judgments, select_variants
+from pinfeatures.evaluate.run import load_judgments, read_texts, select_variants
 
 ALLOCATIONS = ("proportional", "equal", "per_stratum")
 STRATA_LANGUAGES = ("pin", "query")
@@ -208,20 +209,22 @@ class PairsResult:
     out: Path | None = None
 
 
-def _texts_for(build: Build, variants: Sequence[str]) -> pl.DataFrame:
-    return build.texts.filter(
+def _texts_for(texts: pl.DataFrame, variants: Sequence[str]) -> pl.DataFrame:
+    return texts.filter(
         pl.col("variant").is_in(list(variants)) & (pl.col("text").fill_null("").str.strip_chars().str.len_chars() > 0)
     ).select("pin_id", "variant", "text")
 
 
-def judged_pairs_table(build: Build, judgments: str | Path, variants: Sequence[str]) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
-    """Judged pairs: (rows in SCHEMA_JUDGED, rejects, counts)."""
-    valid, rejects, n_read = load_judgments(judgments, build.features.get_column("pin_id"))
+def judged_pairs_table(
+    texts: pl.DataFrame, features: pl.DataFrame, judgments: str | Path, variants: Sequence[str]
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
+    """Judged pairs from a build's texts and features (evaluate.read_texts): (rows in SCHEMA_JUDGED, rejects, counts)."""
+    valid, rejects, n_read = load_judgments(judgments, features.get_column("pin_id"))
     order = pl.DataFrame({"variant": list(variants), "_v": list(range(len(variants)))}, schema={"variant": pl.Utf8, "_v": pl.Int64})
     rows = (
         valid.with_row_index("_j")
         .join(order, how="cross")
-        .join(_texts_for(build, variants), on=["pin_id", "variant"], how="left")
+        .join(_texts_for(texts, variants), on=["pin_id", "variant"], how="left")
     )
     missing = rows.filter(pl.col("text").is_null()).height
     rows = rows.filter(pl.col("text").is_not_null()).sort(["_j", "_v"]).select(list(SCHEMA_JUDGED)).cast(SCHEMA_JUDGED)
@@ -247,9 +250,11 @@ def run_pairs(
     if judgments is not None and sampling:
         raise ConfigError("--judgments and --sample/--per-stratum are two different modes; give one")
     t0 = time.perf_counter()
-    build = load_build(build_dir)
+    build = open_build(build_dir)
+    texts, features = read_texts(build)
     variants = select_variants(build, cfg.variants)
     manifest: dict[str, Any] = {
+        "build_id": build.build_id,
         "build": str(build.path),
         "mode": "judged" if judgments is not None else "sample",
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
@@ -257,19 +262,12 @@ def run_pairs(
     }
     rejects = None
     if judgments is not None:
-        rows, rejects, counts = judged_pairs_table(build, judgments, variants)
+        rows, rejects, counts = judged_pairs_table(texts, features, judgments, variants)
         manifest["judgments"] = {"file": str(judgments), **counts}
         schema = SCHEMA_JUDGED
     else:
-        qp_path = build.path / "query_pins.parquet"
-        if not qp_path.is_file():
-            raise InputError("not found in the build folder (the build writes it from the engagements)", file=str(qp_path))
-        qp = pl.read_parquet(qp_path)
-        missing = [c for c in ("query", "pin_id", "query_traffic") if c not in qp.columns]
-        if missing:
-            raise InputError(f"missing column(s) {', '.join(missing)}", file=str(qp_path), column=missing[0])
-        qp = qp.filter(pl.col("query").is_not_null() & pl.col("pin_id").is_not_null())
-        population = strata_population(qp, build.features, cfg)
+        qp = build.read("query_pins").filter(pl.col("query").is_not_null() & pl.col("pin_id").is_not_null())
+        population = strata_population(qp, features, cfg)
         langs = sorted(population.get_column(strata_language_column(cfg)).unique().to_list())
         names = band_names(cfg.bands)
         countries = sorted(population.get_column("country").unique().to_list()) if cfg.by_country else [None]
@@ -278,7 +276,7 @@ def run_pairs(
         order = pl.DataFrame({"variant": list(variants), "_v": list(range(len(variants)))}, schema={"variant": pl.Utf8, "_v": pl.Int64})
         rows = (
             sample.join(order, how="cross")
-            .join(_texts_for(build, variants), on=["pin_id", "variant"], how="left")
+            .join(_texts_for(texts, variants), on=["pin_id", "variant"], how="left")
         )
         no_text = rows.filter(pl.col("text").is_null()).height
         rows = rows.filter(pl.col("text").is_not_null()).sort(["stratum", "query", "pin_id", "_v"]).select(list(SCHEMA_SAMPLED)).cast(SCHEMA_SAMPLED)

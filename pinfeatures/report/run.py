@@ -1,8 +1,10 @@
 """The build report: one self-contained HTML page that shows whether a build's features are healthy.
 
-In:  a build folder (`manifest.json`, `features.parquet`, `texts.parquet`, `rejects.parquet`,
-     and `evaluation/ablation.{json,csv}` when `pinfeatures evaluate` has run on it), the
-     images root for thumbnails (default: the build's own `images_root`), a ReportConfig.
+In:  a build folder read through pinfeatures.buildfolder (manifest, features, texts, rejects;
+     coverage, languages and token statistics come from the manifest, computed at build time),
+     `evaluation/ablation.{json,csv}` when `pinfeatures evaluate` has run on this very build
+     (an evaluation of another build is not shown), the images root for thumbnails (default:
+     the build's own `images_root`), a ReportConfig.
 Out: `BUILD/report.html` (or `out`): coverage, distributions, inputs and rejects, a seeded
      sample of pins with thumbnails and their texts (the part truncation cut struck through),
      the ablation table, and run facts.
@@ -28,110 +30,23 @@ import json
 import math
 import random
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import polars as pl
 
 from pinfeatures import __version__
-from pinfeatures.config import BuildConfig, ReportConfig
-from pinfeatures.contracts import SOURCES
+from pinfeatures.buildfolder import Build, open_build
+from pinfeatures.config import ReportConfig
+from pinfeatures.contracts import LIST_SOURCES, SOURCES, Variant
 from pinfeatures.errors import ConfigError, InputError
 from pinfeatures.report import charts as charts
-
-REQUIRED_FEATURES = {
-    "pin_id": "str",
-    "title": "str",
-    "description": "str",
-    "caption": "str",
-    "boards": "list",
-    "queries": "list",
-    "language": "str",
-    "caption_status": "str",
-}
-REQUIRED_TEXTS = {"pin_id": "str", "variant": "str", "text": "str", "n_tokens": "int", "truncated": "bool"}
-REQUIRED_REJECTS = {"table": "str", "reason": "str"}
-LIST_SOURCES = ("boards", "queries")
-# Defaults of the build's text layout, used when an old manifest lacks its config.
-_DEFAULTS = BuildConfig()
 
 # Characters that would be invisible or reorder text; shown as a visible `U+XXXX` mark instead.
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 
 
 # -- reading the build ------------------------------------------------------------------
-
-
-@dataclass
-class Build:
-    """Paths and the manifest of one build folder."""
-
-    root: Path
-    manifest: dict[str, Any]
-    features: Path
-    texts: Path
-    rejects: Path | None
-    features_schema: dict[str, pl.DataType] = field(default_factory=dict)
-
-
-def _kind(dtype: pl.DataType) -> str:
-    if dtype == pl.String or dtype == pl.Null:
-        return "str"
-    if dtype.is_integer():
-        return "int"
-    if dtype == pl.Boolean:
-        return "bool"
-    if isinstance(dtype, pl.List):
-        return "list"
-    return str(dtype)
-
-
-def _check_schema(path: Path, required: Mapping[str, str]) -> dict[str, pl.DataType]:
-    """Return the file's schema; raise InputError naming the first missing or mistyped column."""
-    try:
-        schema = dict(pl.scan_parquet(path).collect_schema())
-    except Exception as exc:  # polars raises several error types for a non-Parquet file
-        raise InputError(f"not a readable Parquet file ({type(exc).__name__})", file=str(path)) from None
-    for col, kind in required.items():
-        if col not in schema:
-            raise InputError("required column is missing", file=str(path), column=col)
-        got = _kind(schema[col])
-        if got != kind and not (kind == "list" and got == "str" and schema[col] == pl.Null):
-            raise InputError(f"expected {kind}, got {schema[col]}", file=str(path), column=col)
-        if kind == "list" and isinstance(schema[col], pl.List) and _kind(schema[col].inner) != "str":
-            raise InputError(f"expected a list of strings, got {schema[col]}", file=str(path), column=col)
-    return schema
-
-
-def load_build(build_dir: Path) -> Build:
-    """Check a build folder has what the report needs; InputError (naming the file) if not."""
-    root = Path(build_dir)
-    if not root.is_dir():
-        raise InputError("build folder not found", file=str(root))
-    mpath = root / "manifest.json"
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("manifest.json is missing: is this a build folder?", file=str(mpath)) from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"not valid JSON: {exc}", file=str(mpath)) from None
-    if not isinstance(manifest, dict):
-        raise InputError("expected a JSON object", file=str(mpath))
-    paths = {}
-    for name in ("features", "texts"):
-        p = root / f"{name}.parquet"
-        if not p.is_file():
-            raise InputError(f"{name}.parquet is missing", file=str(p))
-        paths[name] = p
-    fschema = _check_schema(paths["features"], REQUIRED_FEATURES)
-    _check_schema(paths["texts"], REQUIRED_TEXTS)
-    rejects = root / "rejects.parquet"
-    if rejects.is_file():
-        _check_schema(rejects, REQUIRED_REJECTS)
-    else:
-        rejects = None
-    return Build(root, manifest, paths["features"], paths["texts"], rejects, fschema)
 
 
 def _dict(value: Any) -> dict:
@@ -151,20 +66,7 @@ def coverage_section(build: Build) -> dict:
     """Coverage per source (overall and by language) and caption statuses with counts."""
     cov = _dict(build.manifest.get("coverage"))
     overall = _dict(cov.get("overall"))
-    source = "manifest"
-    feats = pl.scan_parquet(build.features)
-    if not overall:
-        # an old or partial manifest: compute the same shares from features.parquet
-        source = "features.parquet"
-        exprs = [
-            (pl.col(s).list.len() > 0 if s in LIST_SOURCES else pl.col(s).str.strip_chars().str.len_chars() > 0)
-            .fill_null(False)
-            .mean()
-            .alias(s)
-            for s in SOURCES
-        ]
-        row = feats.select(exprs).collect().row(0, named=True)
-        overall = {s: (row[s] if row[s] is not None else 0.0) for s in SOURCES}
+    feats = build.scan("features")
     rows_overall = [{"source": s, "share": _num(overall.get(s))} for s in SOURCES if s in overall]
     by_lang = []
     for lang, d in sorted(_dict(cov.get("by_language")).items(), key=lambda kv: -(_num(_dict(kv[1]).get("pins")) or 0)):
@@ -181,7 +83,6 @@ def coverage_section(build: Build) -> dict:
     chart_cov = charts.hbar([(r["source"], r["share"] or 0.0) for r in rows_overall], "Share of pins with each source", "pins", percent=True)
     chart_status = charts.hbar([(r["status"], r["n"]) for r in status_rows[:20]], "Caption status", "pins", color=charts.MUTED) if status_rows else None
     return {
-        "from": source,
         "overall": rows_overall,
         "by_language": by_lang[:50],
         "by_language_more": max(0, len(by_lang) - 50),
@@ -192,34 +93,13 @@ def coverage_section(build: Build) -> dict:
     }
 
 
-def _variant_order(build: Build) -> list[str]:
-    listed = build.manifest.get("variants")
-    found = pl.scan_parquet(build.texts).select(pl.col("variant").unique(maintain_order=True)).collect()["variant"].to_list()
-    found = [v for v in found if v is not None]
-    if isinstance(listed, list) and all(isinstance(v, str) for v in listed):
-        return [v for v in listed if v in found] + [v for v in found if v not in listed]
-    return found
-
-
 def distributions_section(build: Build, cfg: ReportConfig, variants: Sequence[str]) -> dict:
     """Token histograms per variant (bounded bins), boards/queries per pin, language mix."""
     tokens = _dict(build.manifest.get("tokens"))
     max_tokens = tokens.get("max_tokens") if isinstance(tokens.get("max_tokens"), int) else None
-    texts = pl.scan_parquet(build.texts).select("variant", "n_tokens", "truncated")
-    stats = (
-        texts.group_by("variant")
-        .agg(
-            pl.len().alias("texts"),
-            pl.col("n_tokens").mean().alias("mean"),
-            pl.col("n_tokens").quantile(0.5, "nearest").alias("p50"),
-            pl.col("n_tokens").quantile(0.95, "nearest").alias("p95"),
-            pl.col("n_tokens").max().alias("max"),
-            pl.col("truncated").fill_null(False).mean().alias("truncated_share"),
-        )
-        .collect()
-    )
-    computed = {r["variant"]: r for r in stats.iter_rows(named=True)}
-    top = max([int(r["max"] or 0) for r in computed.values()] + [int(max_tokens or 0), 1])
+    texts = build.scan("texts", ["variant", "n_tokens"])
+    by_variant = _dict(tokens.get("by_variant"))
+    top = max([int(_num(_dict(r).get("max")) or 0) for r in by_variant.values()] + [int(max_tokens or 0), 1])
     bins = max(1, cfg.histogram_bins)
     width = max(1, math.ceil(top / bins))
     edges = [i * width for i in range(bins + 1)]
@@ -229,26 +109,16 @@ def distributions_section(build: Build, cfg: ReportConfig, variants: Sequence[st
         .agg(pl.len().alias("n"))
         .collect()
     )
-    by_variant_manifest = _dict(tokens.get("by_variant"))
     hists, rows = [], []
     for v in variants:
         counts = [0] * bins
         for r in binned.filter(pl.col("variant") == v).iter_rows(named=True):
             counts[int(r["bin"])] = r["n"]
-        m = _dict(by_variant_manifest.get(v))
-        c = computed.get(v, {})
+        m = _dict(by_variant.get(v))
         share = _num(m.get("truncated_share"))
-        share = share if share is not None else _num(c.get("truncated_share"))
         hists.append({"variant": v, "edges": edges, "counts": counts, "truncated_share": share})
-        rows.append(
-            {
-                "variant": v,
-                "texts": c.get("texts"),
-                **{k: (m.get(k) if k in m else c.get(k)) for k in ("mean", "p50", "p95", "max")},
-                "truncated_share": share,
-            }
-        )
-    feats = pl.scan_parquet(build.features)
+        rows.append({"variant": v, **{k: m.get(k) for k in ("texts", "mean", "p50", "p95", "max")}, "truncated_share": share})
+    feats = build.scan("features")
     lens = feats.select(
         pl.col("boards").list.len().fill_null(0).alias("boards"), pl.col("queries").list.len().fill_null(0).alias("queries")
     )
@@ -259,11 +129,6 @@ def distributions_section(build: Build, cfg: ReportConfig, variants: Sequence[st
         per_pin[col] = counts
         panels.append((f"{col.capitalize()} per pin", counts))
     langs = _dict(build.manifest.get("languages"))
-    lang_from = "manifest"
-    if not langs:
-        lang_from = "features.parquet"
-        vc = feats.group_by("language").agg(pl.len().alias("n")).collect()
-        langs = {("(null)" if k is None else k): n for k, n in vc.iter_rows()}
     lang_items = sorted(((str(k), v) for k, v in langs.items() if _num(v) is not None), key=lambda kv: (-kv[1], kv[0]))
     shown = lang_items[:12]
     if len(lang_items) > 12:
@@ -278,7 +143,6 @@ def distributions_section(build: Build, cfg: ReportConfig, variants: Sequence[st
         "per_pin": per_pin,
         "chart_per_pin": charts.count_histograms(panels),
         "languages": [{"language": k, "n": v, "share": v / total_lang} for k, v in lang_items],
-        "languages_from": lang_from,
         "chart_languages": charts.hbar(shown, "Language mix", "pins") if shown else None,
     }
 
@@ -288,7 +152,7 @@ def inputs_section(build: Build, cfg: ReportConfig) -> dict:
     counts = _dict(build.manifest.get("counts"))
     reasons = _dict(build.manifest.get("rejects"))
     inputs = _dict(build.manifest.get("inputs"))
-    rej = pl.scan_parquet(build.rejects) if build.rejects is not None else None
+    rej = build.scan("rejects")
     tables = list(counts) + [t for t in reasons if t not in counts]
     if rej is not None and not tables:
         tables = sorted(t for t in rej.select(pl.col("table").unique()).collect()["table"].to_list() if t is not None)
@@ -331,7 +195,7 @@ def inputs_section(build: Build, cfg: ReportConfig) -> dict:
                 "format": fp.get("format"),
             }
         )
-    return {"tables": out, "has_rejects_file": build.rejects is not None}
+    return {"tables": out}
 
 
 def sample_pin_ids(pin_ids: Sequence[str], n: int, seed: int, requested: Iterable[str] = ()) -> list[str]:
@@ -345,34 +209,6 @@ def sample_pin_ids(pin_ids: Sequence[str], n: int, seed: int, requested: Iterabl
     rest = sorted(known - set(requested))
     k = min(max(n, 0), len(rest))
     return requested + sorted(random.Random(seed).sample(rest, k))
-
-
-def _layout(manifest: Mapping[str, Any]) -> dict:
-    conf = _dict(manifest.get("config"))
-    order = conf.get("source_order")
-    labels = conf.get("labels")
-    return {
-        "order": list(order) if isinstance(order, list) and sorted(order) == sorted(SOURCES) else list(_DEFAULTS.source_order),
-        "labels": {**_DEFAULTS.labels, **(labels if isinstance(labels, dict) else {})},
-        "field_sep": conf.get("field_separator") if isinstance(conf.get("field_separator"), str) and conf.get("field_separator") else _DEFAULTS.field_separator,
-        "list_sep": conf.get("list_separator") if isinstance(conf.get("list_separator"), str) and conf.get("list_separator") else _DEFAULTS.list_separator,
-    }
-
-
-def full_segments(variant: str, sources: Mapping[str, Any], layout: Mapping[str, Any]) -> list[str]:
-    """The untruncated `Label: value` lines of one variant for one pin, in source order."""
-    wanted = set(variant.split("+"))
-    segs = []
-    for s in layout["order"]:
-        if s not in wanted:
-            continue
-        v = sources.get(s)
-        if isinstance(v, (list, tuple)):
-            v = layout["list_sep"].join(str(x) for x in v if x is not None and str(x).strip())
-        if v is None or not str(v).strip():
-            continue
-        segs.append(f"{layout['labels'][s]}: {v}")
-    return segs
 
 
 def _common_prefix(a: str, b: str) -> int:
@@ -468,27 +304,27 @@ def thumbnail_for(ref: str | None, images_root: Path | None, cfg: ReportConfig, 
 
 def examples_section(build: Build, cfg: ReportConfig, variants: Sequence[str], images_root: Path | None) -> dict:
     """A seeded sample of pins (plus the requested ones): thumbnail, sources, each variant's text."""
-    ids = pl.scan_parquet(build.features).select(pl.col("pin_id").drop_nulls().unique()).collect()["pin_id"].to_list()
+    ids = build.scan("features", ["pin_id"]).select(pl.col("pin_id").drop_nulls().unique()).collect()["pin_id"].to_list()
     known = set(ids)
     for p in cfg.pins:
         if p not in known:
-            raise InputError(f"pin '{p}' asked for with --pin is not in the build", file=str(build.features))
+            raise InputError(f"pin '{p}' asked for with --pin is not in the build", file=build.describe("features"))
     chosen = sample_pin_ids(ids, cfg.sample_pins, cfg.seed, cfg.pins)
     feats = (
-        pl.scan_parquet(build.features)
+        build.scan("features")
         .filter(pl.col("pin_id").is_in(chosen))
         .unique("pin_id", keep="first", maintain_order=True)
         .collect()
     )
-    texts = pl.scan_parquet(build.texts).filter(pl.col("pin_id").is_in(chosen)).collect()
-    layout = _layout(build.manifest)
+    texts = build.scan("texts").filter(pl.col("pin_id").is_in(chosen)).collect()
+    layout = build.layout
     conf = _dict(build.manifest.get("config"))
     cap = _dict(conf.get("caption"))
     max_bytes = cap.get("max_image_bytes") if isinstance(cap.get("max_image_bytes"), int) else 20 * 1024 * 1024
     max_pixels = cap.get("max_image_pixels") if isinstance(cap.get("max_image_pixels"), int) else 40_000_000
     vorder = {v: i for i, v in enumerate(variants)}
     by_id = {r["pin_id"]: r for r in feats.iter_rows(named=True)}
-    base_cols = set(REQUIRED_FEATURES) | {"image", "image_sha256"}
+    base_cols = {"pin_id", *SOURCES, "language", "caption_status", "image", "image_sha256", "content_sha256"}
     pins = []
     for pid in chosen:
         r = by_id[pid]
@@ -500,7 +336,7 @@ def examples_section(build: Build, cfg: ReportConfig, variants: Sequence[str], i
             text = t["text"] or ""
             pieces = None
             if t["truncated"]:
-                pieces = kept_and_cut(full_segments(t["variant"], sources, layout), layout["field_sep"], text)
+                pieces = kept_and_cut(layout.lines(Variant.parse(t["variant"]), sources), layout.field_separator, text)
             vrows.append(
                 {
                     "variant": t["variant"],
@@ -530,8 +366,9 @@ def examples_section(build: Build, cfg: ReportConfig, variants: Sequence[str], i
 
 
 def _read_ablation(build: Build) -> tuple[dict | None, pl.DataFrame | None, list[str]]:
-    """evaluation/ablation.json (facts) and ablation.csv (one row per scorer x variant)."""
-    folder = build.root / "evaluation"
+    """evaluation/ablation.json (facts) and ablation.csv (one row per scorer x variant), when
+    ablation.json says it was made from this build; else (None, None, notes saying why)."""
+    folder = build.path / "evaluation"
     notes: list[str] = []
     data = None
     jpath = folder / "ablation.json"
@@ -540,6 +377,13 @@ def _read_ablation(build: Build) -> tuple[dict | None, pl.DataFrame | None, list
             data = json.loads(jpath.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             notes.append(f"evaluation/{jpath.name} is not valid JSON ({exc}); ignored")
+    made_from = data.get("build_id") if isinstance(data, dict) else None
+    if (jpath.is_file() or (folder / "ablation.csv").is_file()) and made_from != build.build_id:
+        notes.append(
+            f"evaluation/ was made from build {made_from or '(unknown)'}, not this build {build.build_id}: "
+            "not shown; run `pinfeatures evaluate` on this build"
+        )
+        return None, None, notes
     table = None
     cpath = folder / "ablation.csv"
     if cpath.is_file():
@@ -720,11 +564,11 @@ def _check_cfg(cfg: ReportConfig) -> None:
 def render_report(build_dir: Path, cfg: ReportConfig, *, images_root: Path | None = None) -> str:
     """The report page for a build folder, as an HTML string (see write_report)."""
     _check_cfg(cfg)
-    build = load_build(Path(build_dir))
+    build = open_build(build_dir)
     if images_root is None:
-        root = _dict(build.manifest.get("config")).get("images_root")
+        root = build.manifest.get("images_root")
         images_root = Path(root) if isinstance(root, str) and root else None
-    variants = _variant_order(build)
+    variants = build.variant_names
     script_hash = base64.b64encode(hashlib.sha256(_SCRIPT.encode("utf-8")).digest()).decode("ascii")
     csp = (
         "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
@@ -733,8 +577,9 @@ def render_report(build_dir: Path, cfg: ReportConfig, *, images_root: Path | Non
     m = build.manifest
     counts = _dict(m.get("counts"))
     ctx = {
-        "title": f"pinfeatures report: {build.root.name}",
-        "build_dir": str(build.root),
+        "title": f"pinfeatures report: {build.path.name}",
+        "build_dir": str(build.path),
+        "build_id": build.build_id,
         "csp": csp,
         "script": _SCRIPT,
         "manifest": m,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from pinfeatures.build.assemble import assemble_texts, parse_text, render_values
+from pinfeatures.build.assemble import assemble_texts, render_values
+from pinfeatures.buildfolder import TextLayout
 from pinfeatures.build.tokens import ApproxCounter
 from pinfeatures.config import BuildConfig
 from pinfeatures.contracts import SOURCES, expand, variant_sources
@@ -83,13 +84,13 @@ def test_data_cannot_forge_a_field(field_separator, list_separator):
     texts = assemble_texts(feats, expand("all"), cfg, COUNTER)
     assert texts.height == 31 * feats.height
     for row in texts.iter_rows(named=True):
-        parsed = parse_text(row["text"], cfg)  # raises on an unknown line or a repeated field
+        parsed = TextLayout.from_settings(cfg).parse(row["text"])  # raises on an unknown line or a repeated field
         assert set(parsed) == set(variant_sources(row["variant"])), row
         assert row["n_tokens"] == COUNTER.count(row["text"])
         for src, value in parsed.items():
             if src not in ("boards", "queries"):
                 assert field_separator.strip() == "" or field_separator.strip() not in value
-    one = parse_text(texts.filter((pl.col("pin_id") == "p00") & (pl.col("variant") == "description")).get_column("text")[0], cfg)
+    one = TextLayout.from_settings(cfg).parse(texts.filter((pl.col("pin_id") == "p00") & (pl.col("variant") == "description")).get_column("text")[0])
     assert one == {"description": "Nice cake Title FREE MONEY"}
 
 
@@ -107,10 +108,10 @@ def test_per_source_budget_truncates_at_word_boundaries():
     texts = assemble_texts(feats, ["title", "description", "caption", "boards", "caption+title+description+boards"], cfg, COUNTER)
     t = {r["variant"]: r for r in texts.iter_rows(named=True)}
     assert t["title"]["text"] == "Title: alpha beta gamma" and t["title"]["truncated"]
-    desc = parse_text(t["description"]["text"], cfg)["description"]
+    desc = TextLayout.from_settings(cfg).parse(t["description"]["text"])["description"]
     assert COUNTER.count(desc) <= 20 and long_desc.startswith(desc + " ") and t["description"]["truncated"]
     assert t["caption"]["truncated"] is False
-    assert parse_text(t["boards"]["text"], cfg)["boards"] == "one | two"  # no dangling separator
+    assert TextLayout.from_settings(cfg).parse(t["boards"]["text"])["boards"] == "one | two"  # no dangling separator
     assert t["caption+title+description+boards"]["truncated"]
     for r in texts.iter_rows(named=True):
         assert r["n_tokens"] == COUNTER.count(r["text"])
@@ -127,9 +128,9 @@ def test_total_budget_cuts_the_last_sources_first():
     texts = assemble_texts(feats, expand("ladder"), cfg, COUNTER)
     for r in texts.iter_rows(named=True):
         assert r["n_tokens"] <= 30 and r["n_tokens"] == COUNTER.count(r["text"])
-        parse_text(r["text"], cfg)
+        TextLayout.from_settings(cfg).parse(r["text"])
     full = texts.filter((pl.col("pin_id") == "p") & (pl.col("variant") == "caption+title+description+boards+queries")).row(0, named=True)
-    parsed = parse_text(full["text"], cfg)
+    parsed = TextLayout.from_settings(cfg).parse(full["text"])
     assert full["truncated"] and parsed["title"] == "Chocolate cake recipe"  # title comes first in source_order: kept whole
     assert "boards" not in parsed and "queries" not in parsed  # later sources gave way
     assert " ".join(["tasty moist rich"] * 30).startswith(parsed["description"])
@@ -140,12 +141,12 @@ def test_empty_features_and_parse_text_errors():
     texts = assemble_texts(features([]), expand("ladder"), BuildConfig(), COUNTER)
     assert texts.height == 0 and texts.columns == ["pin_id", "variant", "text", "n_tokens", "truncated"]
     cfg = BuildConfig()
-    assert parse_text("", cfg) == {}
+    assert TextLayout.from_settings(cfg).parse("") == {}
     with pytest.raises(ValueError, match="no known label"):
-        parse_text("Title: a\nFREE MONEY", cfg)
+        TextLayout.from_settings(cfg).parse("Title: a\nFREE MONEY")
     with pytest.raises(ValueError, match="appears twice"):
-        parse_text("Title: a\nTitle: b", cfg)
-    assert set(SOURCES) == set(parse_text("Title: a\nDescription: b\nImage: c\nBoards: d\nSearches: e", cfg))
+        TextLayout.from_settings(cfg).parse("Title: a\nTitle: b")
+    assert set(SOURCES) == set(TextLayout.from_settings(cfg).parse("Title: a\nDescription: b\nImage: c\nBoards: d\nSearches: e"))
 
 
 @pytest.mark.parametrize(

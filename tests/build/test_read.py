@@ -214,7 +214,7 @@ def test_empty_tables_build_empty_outputs(tmp_path):
     assert manifest["counts"]["pins"] == {"read": 0, "valid": 0, "rejected": 0}
     assert pl.read_parquet(tmp_path / "out" / "features.parquet").height == 0
     texts = pl.read_parquet(tmp_path / "out" / "texts.parquet")
-    assert texts.height == 0 and texts.columns == ["pin_id", "variant", "text", "n_tokens", "truncated"]
+    assert texts.height == 0 and texts.columns == ["pin_id", "variant", "text", "n_tokens", "truncated", "text_sha256"]
 
 
 def test_empty_csv_file_is_an_input_error(tmp_path):

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from conftest import FIXTURES, build
 
-from pinfeatures.build.assemble import parse_text
+from pinfeatures.buildfolder import TextLayout
 from pinfeatures.config import BuildConfig, CaptionConfig
 from pinfeatures.contracts import SOURCES, expand, variant_sources
 from pinfeatures.errors import ConfigError, InputError
@@ -61,7 +61,7 @@ def test_outputs_and_manifest(fixture_build):
     keys = [(r[0], order[r[1]]) for r in texts.select("pin_id", "variant").rows()]
     assert keys == sorted(keys)
     for row in texts.iter_rows(named=True):
-        assert set(parse_text(row["text"], BuildConfig())) <= set(variant_sources(row["variant"]))
+        assert set(TextLayout.from_settings(BuildConfig()).parse(row["text"])) <= set(variant_sources(row["variant"]))
 
 
 def test_two_builds_are_byte_identical(fixture_build, tmp_path):
@@ -121,7 +121,7 @@ def test_hostile_build(hostile_build):
     assert "chocolate cake" in dict(features.select("pin_id", "queries").rows())["1001"]
     # every text parses back: each source at most once, no forged or unknown line
     for row in texts.iter_rows(named=True):
-        parsed = parse_text(row["text"], BuildConfig())
+        parsed = TextLayout.from_settings(BuildConfig()).parse(row["text"])
         assert set(parsed) <= set(variant_sources(row["variant"]))
         assert row["n_tokens"] <= 512
     for v in features.get_column("description").drop_nulls().to_list() + features.get_column("title").drop_nulls().to_list():

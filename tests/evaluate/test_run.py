@@ -11,6 +11,8 @@ from click.testing import CliRunner
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from conftest import write_build  # noqa: E402
+
 from pinfeatures.config import EvaluateConfig  # noqa: E402
 from pinfeatures.errors import ConfigError, InputError, ModelError  # noqa: E402
 from pinfeatures.evaluate.run import run_evaluate, step_references, validate_judgments  # noqa: E402
@@ -31,7 +33,6 @@ PINS = {
 
 def make_build(folder: Path, pins=PINS, variants=LADDER, query_pins: pl.DataFrame | None = None) -> Path:
     """A build folder with the contract's files, texts rendered `Label: value` per source."""
-    folder.mkdir(parents=True, exist_ok=True)
     labels = {"caption": "Image", "title": "Title", "description": "Description"}
     rows = []
     for pin, (_lang, caption, title, desc) in sorted(pins.items()):
@@ -39,21 +40,19 @@ def make_build(folder: Path, pins=PINS, variants=LADDER, query_pins: pl.DataFram
         for v in variants:
             parts = [f"{labels[s]}: {src[s]}" for s in v.split("+") if src.get(s)]
             rows.append({"pin_id": pin, "variant": v, "text": "\n".join(parts) if parts else None})
-    pl.DataFrame(rows, schema={"pin_id": pl.Utf8, "variant": pl.Utf8, "text": pl.Utf8}).with_columns(
+    texts = pl.DataFrame(rows, schema={"pin_id": pl.Utf8, "variant": pl.Utf8, "text": pl.Utf8}).with_columns(
         pl.col("text").fill_null("").str.split(" ").list.len().cast(pl.Int32).alias("n_tokens"), pl.lit(False).alias("truncated")
-    ).write_parquet(folder / "texts.parquet")
-    pl.DataFrame(
+    )
+    features = pl.DataFrame(
         {
             "pin_id": list(pins),
             "title": [p[2] for p in pins.values()],
             "caption": [p[1] for p in pins.values()],
             "language": [p[0] for p in pins.values()],
         }
-    ).write_parquet(folder / "features.parquet")
-    (folder / "manifest.json").write_text(json.dumps({"variants": list(variants)}))
-    if query_pins is not None:
-        query_pins.write_parquet(folder / "query_pins.parquet")
-    return folder
+    )
+    tables = {"features": features, "texts": texts, **({"query_pins": query_pins} if query_pins is not None else {})}
+    return write_build(folder, tables, variants=list(variants))
 
 
 def write_judgments(path: Path, rows) -> Path:
@@ -203,13 +202,13 @@ def test_bad_inputs(tmp_path):
     broken.mkdir()
     (broken / "texts.parquet").write_text("not parquet")
     (broken / "features.parquet").write_text("not parquet")
-    with pytest.raises(InputError, match="texts.parquet"):
+    with pytest.raises(InputError, match="manifest.json: missing"):
         run_evaluate(broken, j, LEX)
     dup = tmp_path / "dup"
     make_build(dup)
     t = pl.read_parquet(dup / "texts.parquet")
     pl.concat([t, t.head(1)]).write_parquet(dup / "texts.parquet")
-    with pytest.raises(InputError, match="duplicate"):
+    with pytest.raises(InputError, match="texts.parquet: does not match manifest.json"):
         run_evaluate(dup, j, LEX)
 
 

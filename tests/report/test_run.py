@@ -1,7 +1,7 @@
 """Tests of the build report (pinfeatures.report.run, `pinfeatures report`).
 
-A small but complete build folder is written by hand below (Polars + json, following the
-build's output schemas) with hostile text everywhere the report shows data and images of every
+A small but complete build folder is written by hand below (Polars frames committed through the
+real writer, conftest.write_build) with hostile text everywhere the report shows data and images of every
 kind the report must cope with; when pinfeatures.build.run and the fixtures exist, the report of a
 real fixtures build is checked too. The page is parsed with html.parser: every section by id,
 numbers equal to the manifest's, hostile text escaped, one <script> (the page's own).
@@ -12,12 +12,14 @@ from __future__ import annotations
 import html
 import json
 import re
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
 import polars as pl
 import pytest
 from click.testing import CliRunner
+from conftest import write_build
 from PIL import Image
 
 from pinfeatures.config import ReportConfig
@@ -84,8 +86,7 @@ def make_images(root: Path) -> dict[str, str]:
 
 
 def make_build(out: Path, images_root: Path | None = None, *, n_pins: int = 30, with_eval: bool = False) -> dict:
-    """Write features/texts/rejects parquet + manifest.json to `out`; return the manifest."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Commit features/texts/rejects and a manifest to `out`; return the committed manifest."""
     refs = make_images(images_root) if images_root is not None else {}
     kinds = list(refs) or ["none"]
     langs = ["en", "de", "fr", "und", HOSTILE_LANG]
@@ -111,7 +112,6 @@ def make_build(out: Path, images_root: Path | None = None, *, n_pins: int = 30, 
         "boards": pl.List(pl.String), "queries": pl.List(pl.String), "language": pl.String,
         "caption_status": pl.String, "image_sha256": pl.String, "image": pl.String, "link": pl.String,
     })
-    feats.write_parquet(out / "features.parquet")
     trows = []
     for r in rows:
         for v in VARIANTS:
@@ -119,7 +119,6 @@ def make_build(out: Path, images_root: Path | None = None, *, n_pins: int = 30, 
             trows.append({"pin_id": r["pin_id"], "variant": v, "text": text, "n_tokens": len(text.split()), "truncated": cut})
     texts = pl.DataFrame(trows, schema={"pin_id": pl.String, "variant": pl.String, "text": pl.String,
                                         "n_tokens": pl.Int32, "truncated": pl.Boolean})
-    texts.write_parquet(out / "texts.parquet")
     rejects = pl.DataFrame([
         {"table": "pins", "file": "pins.parquet", "row": 3, "column": "pin_id", "reason": "null_id", "detail": "pin_id is null",
          "record": json.dumps({"pin_id": None, "title": HOSTILE_TITLE, "description": "x" * 2000})},
@@ -129,8 +128,7 @@ def make_build(out: Path, images_root: Path | None = None, *, n_pins: int = 30, 
          "record": json.dumps({"pin_id": "p002", "title": "dup"})},
         {"table": "engagements", "file": "engagements.jsonl", "row": 7, "column": "action", "reason": "unknown_action",
          "detail": "action 'hug' is not one of impression, click, ...", "record": json.dumps({"query": HOSTILE_QUERY, "action": "hug"})},
-    ])
-    rejects.write_parquet(out / "rejects.parquet")
+    ], schema_overrides={"row": pl.Int64})
     per_lang: dict[str, dict] = {}
     for r in rows:
         per_lang.setdefault(r["language"], []).append(r)
@@ -142,11 +140,13 @@ def make_build(out: Path, images_root: Path | None = None, *, n_pins: int = 30, 
     by_variant = {}
     for v in VARIANTS:
         sub = texts.filter(pl.col("variant") == v)
-        by_variant[v] = {"mean": float(sub["n_tokens"].mean()), "p50": int(sub["n_tokens"].median()),
+        by_variant[v] = {"texts": sub.height, "mean": float(sub["n_tokens"].mean()), "p50": int(sub["n_tokens"].median()),
                          "p95": int(sub["n_tokens"].quantile(0.95, "nearest")), "max": int(sub["n_tokens"].max()),
                          "truncated_share": float(sub["truncated"].mean())}
-    manifest = {
+    fields = {
         "pinfeatures_version": "0.1.0",
+        "images_root": str(images_root) if images_root else None,
+        "text_layout": {"order": SOURCE_ORDER, "labels": LABELS, "field_separator": "\n", "list_separator": " | "},
         "config": {"input": "fixtures/input", "out": str(out), "images_root": str(images_root) if images_root else None,
                    "source_order": SOURCE_ORDER, "labels": LABELS, "field_separator": "\n", "list_separator": " | ",
                    "max_tokens": 64, "caption": {"model": "demo", "max_image_pixels": 200_000, "batch_size": 16}},
@@ -167,9 +167,9 @@ def make_build(out: Path, images_root: Path | None = None, *, n_pins: int = 30, 
         "tokens": {"counter": "whitespace", "max_tokens": 64, "max_tokens_per_source": {s: 48 for s in sources},
                    "by_variant": by_variant},
         "timings": {"read": 0.12, "validate": 0.05, "aggregate": 0.4, "caption": 3.2, "assemble": 0.3, "total": 4.07},
-        "outputs": {"features": {"path": "features.parquet", "rows": n_pins}, "texts": {"path": "texts.parquet", "rows": texts.height}},
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    write_build(out, {"features": feats, "texts": texts, "rejects": rejects}, **fields)
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     if with_eval:
         # the shape `pinfeatures evaluate` writes: ablation.csv rows, ablation.json {rows: {scorer: [...]}}
         ev = out / "evaluation"
@@ -188,7 +188,7 @@ def make_build(out: Path, images_root: Path | None = None, *, n_pins: int = 30, 
         pl.DataFrame([r for rs in rows_by.values() for r in rs], infer_schema_length=None).write_csv(ev / "ablation.csv")
         (ev / "ablation.json").write_text(json.dumps({
             "judgments": {"file": "judgments.csv", "read": 210, "valid": 200, "rejected": 10, "queries": 40, "pins": 30},
-            "model_name": "tiny-minilm", "scorer_names": {"lexical": "BM25", "semantic": "MiniLM"},
+            "build_id": manifest["build_id"], "model_name": "tiny-minilm", "scorer_names": {"lexical": "BM25", "semantic": "MiniLM"},
             "variants": VARIANTS, "scorers": ["lexical", "semantic"], "rows": rows_by, "timings": {"total": 1.5},
         }), encoding="utf-8")
     return manifest
@@ -427,6 +427,25 @@ def test_evaluation_section(hand_build, tmp_path):
     assert "ablation.json is not valid JSON" in page.text
 
 
+def test_an_evaluation_of_another_build_is_not_shown(tmp_path):
+    """evaluation/ copied from (or left by) another build: the page says so and shows no ablation."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    make_build(first, None, n_pins=6, with_eval=True)
+    m2 = make_build(second, None, n_pins=6)
+    shutil.copytree(first / "evaluation", second / "evaluation")
+    page = Page(render_report(second, ReportConfig(sample_pins=0)))
+    assert "ablation" not in page.ids and "no-evaluation" in page.ids
+    made_from = json.loads((first / "evaluation" / "ablation.json").read_text())["build_id"]
+    assert f"evaluation/ was made from build {made_from}, not this build {m2['build_id']}" in page.text
+    assert m2["build_id"] in page.text  # the page names its own build
+    # an ablation.json with no build id at all (an older evaluate) is not shown either
+    data = json.loads((second / "evaluation" / "ablation.json").read_text())
+    del data["build_id"]
+    (second / "evaluation" / "ablation.json").write_text(json.dumps(data))
+    page = Page(render_report(second, ReportConfig(sample_pins=0)))
+    assert "ablation" not in page.ids and "made from build (unknown)" in page.text
+
+
 def test_size_is_bounded_by_the_sample(tmp_path):
     make_build(tmp_path / "b", tmp_path / "img", n_pins=400)
     small = write_report(tmp_path / "b", ReportConfig(sample_pins=0), out=tmp_path / "s.html")
@@ -441,42 +460,27 @@ def test_size_is_bounded_by_the_sample(tmp_path):
 
 
 def test_bad_build_folders(tmp_path):
+    """The report reads through pinfeatures.buildfolder: a folder that does not match its manifest is refused."""
     with pytest.raises(InputError, match="build folder not found"):
         write_report(tmp_path / "nope", ReportConfig())
     b = tmp_path / "b"
     make_build(b, None, n_pins=8)
+    good = (b / "manifest.json").read_text(encoding="utf-8")
     (b / "manifest.json").write_text("{broken", encoding="utf-8")
     with pytest.raises(InputError, match=r"manifest.json.*not valid JSON"):
         write_report(b, ReportConfig())
     (b / "manifest.json").write_text("[1, 2]", encoding="utf-8")
     with pytest.raises(InputError, match="expected a JSON object"):
         write_report(b, ReportConfig())
+    (b / "manifest.json").write_text(json.dumps({"counts": {}, "variants": VARIANTS}), encoding="utf-8")
+    with pytest.raises(InputError, match="schema version None, this pinfeatures reads 2: rebuild"):
+        write_report(b, ReportConfig())
     (b / "manifest.json").unlink()
-    with pytest.raises(InputError, match="manifest.json is missing"):
+    with pytest.raises(InputError, match="manifest.json: missing"):
         write_report(b, ReportConfig())
-
-    b = tmp_path / "c"
-    make_build(b, None, n_pins=8)
+    (b / "manifest.json").write_text(good, encoding="utf-8")
     pl.read_parquet(b / "features.parquet").drop("caption_status").write_parquet(b / "features.parquet")
-    with pytest.raises(InputError, match=r"features.parquet, column 'caption_status': required column is missing"):
-        write_report(b, ReportConfig())
-
-    b = tmp_path / "d"
-    make_build(b, None, n_pins=8)
-    pl.read_parquet(b / "texts.parquet").with_columns(pl.col("n_tokens").cast(pl.String)).write_parquet(b / "texts.parquet")
-    with pytest.raises(InputError, match=r"texts.parquet, column 'n_tokens': expected int"):
-        write_report(b, ReportConfig())
-    (b / "texts.parquet").write_text("not parquet")
-    with pytest.raises(InputError, match="not a readable Parquet file"):
-        write_report(b, ReportConfig())
-    (b / "texts.parquet").unlink()
-    with pytest.raises(InputError, match="texts.parquet is missing"):
-        write_report(b, ReportConfig())
-
-    b = tmp_path / "e"
-    make_build(b, None, n_pins=8)
-    pl.read_parquet(b / "features.parquet").with_columns(pl.col("boards").list.eval(pl.element().str.len_chars())).write_parquet(b / "features.parquet")
-    with pytest.raises(InputError, match="expected a list of strings"):
+    with pytest.raises(InputError, match=r"features.parquet: does not match manifest.json"):
         write_report(b, ReportConfig())
 
 
@@ -490,24 +494,16 @@ def test_bad_settings_and_unknown_pins(hand_build):
             render_report(root / "build", bad)
 
 
-def test_sparse_or_odd_manifest_and_no_rejects(tmp_path):
-    """An old/partial manifest (no coverage, languages, tokens; odd types) still gives a page."""
+def test_odd_values_in_the_manifest(tmp_path):
+    """Odd types where the page shows numbers and facts (a hand-edited or foreign field) still give a page."""
     b = tmp_path / "b"
-    make_build(b, None, n_pins=12)
-    (b / "rejects.parquet").unlink()
-    (b / "manifest.json").write_text(json.dumps({
-        "counts": {"pins": {"read": "lots", "valid": None}}, "timings": {"read": "fast", "total": 1.0},
-        "caption": [1, 2], "config": {"source_order": "nonsense", "labels": 5},
-    }), encoding="utf-8")
+    fields = {"counts": {"pins": {"read": "lots", "valid": None}}, "timings": {"read": "fast", "total": 1.0}, "caption": [1, 2],
+              "coverage": {"overall": {"title": "most"}}, "languages": {"en": "many"}, "tokens": {"by_variant": {"caption": 5}}}
+    feats = pl.DataFrame({"pin_id": ["p1", "p2"], "title": ["a", None], "language": ["en", "de"]})
+    texts = pl.DataFrame({"pin_id": ["p1", "p2"], "variant": ["caption", "caption"], "text": ["", ""], "n_tokens": [0, 0]})
+    write_build(b, {"features": feats, "texts": texts}, **fields)
     page = Page(render_report(b, ReportConfig(sample_pins=3)))
     assert page.sections == SECTIONS
-    assert "shares computed from features.parquet" in page.text
-    assert "The build has no rejects.parquet" in page.text
-    # computed coverage equals the features' own
-    feats = pl.read_parquet(b / "features.parquet")
-    assert page.values("coverage")["title"] == pytest.approx(feats["title"].is_not_null().mean())
-    langs = feats.group_by("language").len()
-    assert page.values("language") == {k: float(n) for k, n in langs.iter_rows()}
 
 
 def test_jpeg_thumbnails_and_empty_build(tmp_path):
@@ -517,9 +513,10 @@ def test_jpeg_thumbnails_and_empty_build(tmp_path):
     srcs = [a["src"] for t, a in page.tags if t == "img"]
     assert srcs and all(s.startswith("data:image/jpeg;base64,") for s in srcs)
     # a build with zero pins: every section still renders
-    pl.read_parquet(b / "features.parquet").head(0).write_parquet(b / "features.parquet")
-    pl.read_parquet(b / "texts.parquet").head(0).write_parquet(b / "texts.parquet")
-    page = Page(render_report(b, ReportConfig()))
+    e = tmp_path / "empty"
+    feats, texts = pl.read_parquet(b / "features.parquet").head(0), pl.read_parquet(b / "texts.parquet").head(0)
+    write_build(e, {"features": feats, "texts": texts}, variants=VARIANTS)
+    page = Page(render_report(e, ReportConfig()))
     assert page.sections == SECTIONS
 
 
