@@ -6,7 +6,7 @@
 One run:
   1. generates the data with bench/make_synthetic.py unless --data already holds that size;
   2. runs `pinfeatures.build.run.run_build` (caption model None) in a subprocess, sampling the RSS of
-     its whole process tree (language detection spawns workers), and reads the per-stage
+     its whole process tree (any child process counts), and reads the per-stage
      timings from its manifest.json;
   3. runs bench/pandas_baseline.py in a subprocess, measured the same way;
   4. checks that both give the same board titles and top queries per pin (features.parquet vs

@@ -78,7 +78,7 @@ TABLES: dict[str, dict[str, pl.DataType]] = {
     "rejects": dict(REJECT_SCHEMA),
     "query_pins": {"query": pl.Utf8, "pin_id": pl.Utf8, "query_traffic": pl.Int64},
     "changes": {"pin_id": pl.Utf8, "variant": pl.Utf8, "change": pl.Utf8, "old_text_sha256": pl.Utf8, "new_text_sha256": pl.Utf8},
-    "queries": {"query": pl.Utf8},
+    "queries": {"query": pl.Utf8, "events": pl.Int64, "band": pl.Utf8, "query_language": pl.Utf8},
 }
 """Each table's required columns and their types (a table may carry more columns)."""
 

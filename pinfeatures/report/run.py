@@ -5,7 +5,8 @@ In:  a build folder read through pinfeatures.buildfolder (manifest, features, te
      `evaluation/ablation.{json,csv}` when `pinfeatures evaluate` has run on this very build
      (an evaluation of another build is not shown), the images root for thumbnails (default:
      the build's own `images_root`), a ReportConfig.
-Out: `BUILD/report.html` (or `out`): coverage, distributions, inputs and rejects, a seeded
+Out: `BUILD/report.html` (or `out`): coverage, distributions (with the traffic share of the
+     top-N queries, from queries.parquet), inputs and rejects, a seeded
      sample of pins with thumbnails and their texts (the part truncation cut struck through),
      the ablation table, and run facts.
 
@@ -145,6 +146,35 @@ def distributions_section(build: Build, cfg: ReportConfig, variants: Sequence[st
         "languages": [{"language": k, "n": v, "share": v / total_lang} for k, v in lang_items],
         "chart_languages": charts.hbar(shown, "Language mix", "pins") if shown else None,
     }
+
+
+TRAFFIC_SHARES = (50, 80, 90)
+"""Percentages of search traffic the query-cache table answers for."""
+
+
+def traffic_share_rows(events: Sequence[int], shares: Sequence[int] = TRAFFIC_SHARES) -> list[dict]:
+    """How many of the most searched queries make up each share of the traffic.
+
+    In:  events per query (any order); shares in whole percent.
+    Out: per share: `share` (fraction), `queries` (the fewest top queries whose events reach it),
+         `queries_share` (that count over all queries). Exact: compared in integers.
+    """
+    cum = pl.Series(events, dtype=pl.Int64).sort(descending=True).cum_sum()
+    total = int(cum[-1]) if len(cum) else 0
+    rows = []
+    for pct in shares:
+        # the first rank whose running total reaches pct% of all events
+        need = int((cum * 100 < pct * total).sum()) + 1 if total else 0
+        rows.append({"share": pct / 100, "queries": need, "queries_share": need / len(cum) if total else None})
+    return rows
+
+
+def queries_section(build: Build) -> dict:
+    """The query-cache table from queries.parquet (only counts: no query text is shown)."""
+    if not build.has("queries"):
+        return {"available": False}
+    events = build.read("queries", ["events"]).get_column("events").fill_null(0)
+    return {"available": True, "queries": events.len(), "events": int(events.sum()), "rows": traffic_share_rows(events)}
 
 
 def inputs_section(build: Build, cfg: ReportConfig) -> dict:
@@ -588,6 +618,7 @@ def render_report(build_dir: Path, cfg: ReportConfig, *, images_root: Path | Non
         "variants": variants,
         "coverage": coverage_section(build),
         "dist": distributions_section(build, cfg, variants),
+        "queries": queries_section(build),
         "inputs": inputs_section(build, cfg),
         "examples": examples_section(build, cfg, variants, images_root),
         "evaluation": evaluation_section(build, variants),

@@ -28,6 +28,7 @@ from pinfeatures.report.run import (
     kept_and_cut,
     render_report,
     sample_pin_ids,
+    traffic_share_rows,
     write_report,
 )
 
@@ -492,6 +493,41 @@ def test_bad_settings_and_unknown_pins(hand_build):
                 ReportConfig(histogram_bins=0), ReportConfig(thumbnail_quality=0), ReportConfig(max_record_chars=5)):
         with pytest.raises(ConfigError):
             render_report(root / "build", bad)
+
+
+@pytest.mark.parametrize(
+    "events, expected",
+    [
+        ([5, 50, 10, 30, 5], [(1, 0.2), (2, 0.4), (3, 0.6)]),  # 50 | 80 | 90 of 100 exactly
+        ([1, 3, 1, 1], [(1, 0.25), (3, 0.75), (4, 1.0)]),  # 3/6 = 50%; 5/6 >= 80%; 6/6 >= 90%
+        ([7], [(1, 1.0), (1, 1.0), (1, 1.0)]),
+        ([0, 0], [(0, None), (0, None), (0, None)]),
+        ([], [(0, None), (0, None), (0, None)]),
+    ],
+)
+def test_traffic_share_rows(events, expected):
+    rows = traffic_share_rows(events)
+    assert [r["share"] for r in rows] == [0.5, 0.8, 0.9]
+    assert [(r["queries"], r["queries_share"]) for r in rows] == expected
+
+
+def test_query_cache_table(tmp_path):
+    """The report's query-cache table counts queries from queries.parquet and shows no query text."""
+    feats = pl.DataFrame({"pin_id": ["p1"], "title": ["a"], "language": ["en"]})
+    texts = pl.DataFrame({"pin_id": ["p1"], "variant": ["caption"], "text": [""], "n_tokens": [0]})
+    write_build(tmp_path / "none", {"features": feats, "texts": texts})
+    page = Page(render_report(tmp_path / "none", ReportConfig(sample_pins=0)))
+    assert "The build has no queries.parquet." in page.text
+    queries = pl.DataFrame({"query": ["secret head query", "q2", "q3", "q4", "q5"], "events": [50, 30, 10, 5, 5],
+                            "band": ["head", "torso", "tail", "tail", "tail"], "query_language": ["en"] * 5})
+    write_build(tmp_path / "b", {"features": feats, "texts": texts, "queries": queries})
+    text = render_report(tmp_path / "b", ReportConfig(sample_pins=0))
+    page = Page(text)
+    assert page.values("traffic-share") == {"0.5": 1.0, "0.8": 2.0, "0.9": 3.0}
+    assert "5 queries past the privacy threshold, 100 events" in " ".join(page.text.split())
+    assert "secret head query" not in text
+    with pytest.raises(InputError, match="events"):
+        write_build(tmp_path / "bad", {"features": feats, "texts": texts, "queries": queries.with_columns(pl.col("events").cast(pl.Utf8))})
 
 
 def test_odd_values_in_the_manifest(tmp_path):
