@@ -207,61 +207,82 @@ def _whole_text(boards: pl.DataFrame | None, max_chars: int) -> pl.Expr:
     return pl.concat_str(parts, separator=" ").str.strip_chars().str.slice(0, max_chars).alias("_lang_text")
 
 
-def detect_languages(
-    pins: pl.DataFrame, pin_boards: pl.DataFrame | None = None, settings: LanguageSettings | None = None
-) -> tuple[pl.DataFrame, LanguagePrior, dict[str, Any]]:
-    """Add `language` to pins (see the module docstring). Returns (pins, the build's prior, stats).
+class _PinTexts:
+    """Pins with their given language and detection text, and the distinct texts scored once."""
 
-    pin_boards: pin_id, boards (list of titles); None or a pin without boards reads title and
-    description only.
-    """
-    settings = settings or LanguageSettings()
-    given = (
-        pl.col("language").cast(pl.Utf8).str.strip_chars().str.to_lowercase()
-        if "language" in pins.columns
-        else pl.lit(None, pl.Utf8)
-    )
-    frame = pins
-    if pin_boards is not None:
-        frame = frame.join(pin_boards.select("pin_id", pl.col("boards").alias("_boards")), on="pin_id", how="left", maintain_order="left")
-    frame = frame.with_columns(
-        pl.when(given.str.len_chars() > 0).then(given).otherwise(pl.lit(None, pl.Utf8)).alias("_given"),
-        _whole_text(pin_boards, settings.max_chars),
-    )
-    todo = frame.filter(pl.col("_given").is_null()).get_column("_lang_text").unique().sort().to_list()
-    scored = ScoredTexts(todo, settings)
+    def __init__(self, pins: pl.DataFrame, pin_boards: pl.DataFrame | None, settings: LanguageSettings) -> None:
+        given = (
+            pl.col("language").cast(pl.Utf8).str.strip_chars().str.to_lowercase()
+            if "language" in pins.columns
+            else pl.lit(None, pl.Utf8)
+        )
+        frame = pins
+        if pin_boards is not None:
+            frame = frame.join(pin_boards.select("pin_id", pl.col("boards").alias("_boards")), on="pin_id", how="left", maintain_order="left")
+        self.frame = frame.with_columns(
+            pl.when(given.str.len_chars() > 0).then(given).otherwise(pl.lit(None, pl.Utf8)).alias("_given"),
+            _whole_text(pin_boards, settings.max_chars),
+        )
+        self.todo = self.frame.filter(pl.col("_given").is_null()).get_column("_lang_text").unique().sort().to_list()
+        self.scored = ScoredTexts(self.todo, settings)
+        self.helper_columns = ["_given", "_lang_text", "_detected", "_confidence"] + (["_boards"] if pin_boards is not None else [])
 
-    def attach(codes: list[str], confidence: np.ndarray) -> pl.DataFrame:
+    def decide(self, prior: LanguagePrior, min_confidence: float) -> pl.DataFrame:
+        """The pins with `_detected` and `_confidence` (null where the language was given)."""
+        codes, confidence = self.scored.decide(prior, min_confidence)
         lookup = pl.DataFrame(
-            {"_lang_text": todo, "_detected": codes, "_confidence": confidence},
+            {"_lang_text": self.todo, "_detected": codes, "_confidence": confidence},
             schema={"_lang_text": pl.Utf8, "_detected": pl.Utf8, "_confidence": pl.Float64},
         )
-        return frame.join(lookup, on="_lang_text", how="left", maintain_order="left")
+        return self.frame.join(lookup, on="_lang_text", how="left", maintain_order="left")
 
-    # pass 1, uniform prior: count the pins whose language is sure
-    first = attach(*scored.decide(uniform_prior(), 0.0))
-    sure = first.select(
-        pl.when(pl.col("_given").is_not_null())
-        .then(pl.col("_given"))
-        .when((pl.col("_confidence") >= settings.prior_min_confidence) & (pl.col("_detected") != UND))
-        .then(pl.col("_detected"))
-        .alias("lang")
-    ).drop_nulls()
-    counts = dict(sure.group_by("lang").len().iter_rows())
-    prior = estimate_prior(counts, settings.prior_weight)
+    def sure_counts(self, settings: LanguageSettings) -> dict[str, int]:
+        """Pass 1, uniform prior: pins per language whose language is given, or detected with
+        posterior >= prior_min_confidence (script answers count, with posterior 1)."""
+        first = self.decide(uniform_prior(), 0.0)
+        sure = first.select(
+            pl.when(pl.col("_given").is_not_null())
+            .then(pl.col("_given"))
+            .when((pl.col("_confidence") >= settings.prior_min_confidence) & (pl.col("_detected") != UND))
+            .then(pl.col("_detected"))
+            .alias("lang")
+        ).drop_nulls()
+        return dict(sure.group_by("lang").len().sort("lang").iter_rows())
 
-    # pass 2: the build's prior and the floor
-    second = attach(*scored.decide(prior, settings.min_confidence))
-    second = second.with_columns(pl.coalesce("_given", "_detected", pl.lit(UND)).alias("language"))
-    detected = second.filter(pl.col("_given").is_null())
+
+def sure_language_counts(pins: pl.DataFrame, pin_boards: pl.DataFrame | None = None, settings: LanguageSettings | None = None) -> dict[str, int]:
+    """The counts the build's prior is estimated from (pass 1); a sharded build adds its shards' counts."""
+    settings = settings or LanguageSettings()
+    return _PinTexts(pins, pin_boards, settings).sure_counts(settings)
+
+
+def detect_languages(
+    pins: pl.DataFrame,
+    pin_boards: pl.DataFrame | None = None,
+    settings: LanguageSettings | None = None,
+    prior: LanguagePrior | None = None,
+) -> tuple[pl.DataFrame, LanguagePrior, dict[str, Any]]:
+    """Add `language` to pins (see the module docstring). Returns (pins, the prior used, stats).
+
+    pin_boards: pin_id, boards (list of titles); None or a pin without boards reads title and
+    description only. prior: None estimates it from these pins (pass 1); a shard of a build
+    passes the build's (estimate_prior over the sum of every shard's sure_language_counts), so
+    its answers are the whole build's.
+    """
+    settings = settings or LanguageSettings()
+    texts = _PinTexts(pins, pin_boards, settings)
+    if prior is None:
+        prior = estimate_prior(texts.sure_counts(settings), settings.prior_weight)
+    decided = texts.decide(prior, settings.min_confidence).with_columns(pl.coalesce("_given", "_detected", pl.lit(UND)).alias("language"))
+    detected = decided.filter(pl.col("_given").is_null())
+    confidence = detected.get_column("_confidence")
     stats = {
         "detector": "langdetect profiles (numpy, deterministic)",
-        "given": int(second.height - detected.height),
-        "distinct_texts_detected": len(todo),
+        "given": int(decided.height - detected.height),
+        "distinct_texts_detected": len(texts.todo),
         "und": int((detected.get_column("language") == UND).sum()),
-        "below_min_confidence": int(((detected.get_column("_confidence") < settings.min_confidence) & (detected.get_column("_confidence") > 0)).sum()),
+        "below_min_confidence": int(((confidence < settings.min_confidence) & (confidence > 0)).sum()),
         "settings": {k: getattr(settings, k) for k in settings.__dataclass_fields__},
         "prior": prior.summary(),
     }
-    drop = ["_given", "_lang_text", "_detected", "_confidence"] + (["_boards"] if pin_boards is not None else [])
-    return second.drop(drop), prior, stats
+    return decided.drop(texts.helper_columns), prior, stats

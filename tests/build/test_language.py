@@ -14,6 +14,7 @@ from pinfeatures.build.language import (
     detect_texts,
     estimate_prior,
     quick_languages,
+    sure_language_counts,
     uniform_prior,
 )
 from pinfeatures.build.language_model import languages
@@ -167,3 +168,21 @@ def test_max_chars_bounds_the_text():
 def test_bad_settings(setting, value, message):
     with pytest.raises(ConfigError, match=message):
         BuildConfig(**{setting: value})
+
+
+def test_shards_with_summed_counts_answer_as_the_whole_build():
+    """Two halves: their sure counts add up to the whole build's, and with that prior each half answers as the whole."""
+    titles = ENGLISH + [TEXTS["de"], TEXTS["fr"], "Cozy reading nook", "garden ideas", "Homemade pizza dough", "Wow"]
+    pins, boards = _pins(titles, [["home ideas"]] * len(titles))
+    whole, prior, _ = detect_languages(pins, boards)
+    halves = [pins[::2], pins[1::2]]
+    counts: dict[str, int] = {}
+    for half in halves:
+        for lang, n in sure_language_counts(half, boards).items():
+            counts[lang] = counts.get(lang, 0) + n
+    assert counts == dict(prior.counts)
+    shard_prior = estimate_prior(counts, LanguageSettings().prior_weight)
+    parts = [detect_languages(half, boards, prior=shard_prior)[0] for half in halves]
+    assert pl.concat(parts).sort("pin_id").equals(whole.sort("pin_id"))
+    # without the build's prior a half may answer differently: the prior is a global fact
+    assert detect_languages(halves[0], boards)[1].probs != prior.probs
