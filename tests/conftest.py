@@ -130,3 +130,15 @@ def hostile_build(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("hostile_build") / "out"
     build(out, input=str(FIXTURES / "hostile"), variants="all")
     return out
+
+
+# Hypothesis: modest example counts keep the suite fast; the `ci` profile (scripts/test.sh) is
+# derandomized, so a CI run is reproducible, and keeps no example database.
+try:
+    from hypothesis import settings as _hypothesis_settings
+except ImportError:  # pragma: no cover - hypothesis is in the dev extra
+    pass
+else:
+    _hypothesis_settings.register_profile("dev", max_examples=60, deadline=None)
+    _hypothesis_settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True, database=None, print_blob=True)
+    _hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))

@@ -1,0 +1,234 @@
+"""Property-based tests (Hypothesis) of the invariants the contracts promise.
+
+Each property runs the real code (real DuckDB for the aggregate, real Parquet for validation) on
+small generated inputs. The example counts are modest so the suite stays fast; tests/conftest.py
+holds the profiles (`dev`, and `ci`, derandomized, which scripts/test.sh selects).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+import regex
+from conftest import small_tables, write_table
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
+
+from pinfeatures.build.aggregate import aggregate
+from pinfeatures.build.assemble import assemble_texts
+from pinfeatures.build.read import read_table
+from pinfeatures.build.scrub import MAX_PHRASE_CHARS, clean_text, normalize_phrase
+from pinfeatures.build.text import clean_column
+from pinfeatures.build.tokens import ApproxCounter, truncate
+from pinfeatures.build.validate import validate_tables
+from pinfeatures.config import BuildConfig
+from pinfeatures.contracts import ACTIONS, expand
+
+COUNTER = ApproxCounter()
+# Pieces that exercise every rule: markup, entities, controls and invisibles, personal data,
+# full-width forms, CJK, digits and separators; joined with arbitrary text between them.
+FRAGMENTS = [
+    " ", "  ", "\t", "\n", "<b>", "</b>", "<script>", "<", ">", "b>", "&amp;", "&lt;", "&gt;", "amp;", "lt;", "&#128512;", "&", ";",
+    "\x00", "\x07", "\u200b", "\u202e", "\ufeff", "\u200c", "anna@example.com", "@", ".", "-", "+",
+    "www.", ".com", "https://", "415", "555", "0123", "612345678", "0", "７", "ｃａｋｅ", "猫", "ケーキ",
+    "Chocolate", "cake", "Straße", "ﬁ", "é", "e\u0301",
+]
+texts = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=4)), max_size=14).map("".join)
+
+
+# Known today (issue 9): entities are unescaped once, after the tags are stripped, so a second pass
+# finds new markup or entities; a second scrub finds a phone number that scrubbing an e-mail between
+# its digit groups brought together. Strict: when the scrubber rewrite fixes them, these xfails fail
+# and the markers must go.
+NOT_IDEMPOTENT_YET = pytest.mark.xfail(strict=True, reason="issue 9: unescape once / tags before entities / scrub exposes new matches")
+
+
+@NOT_IDEMPOTENT_YET
+@given(text=texts, cap=st.integers(min_value=1, max_value=60))
+@example(text="&amp;lt;", cap=60)
+@example(text="&lt;b&gt;x", cap=60)
+def test_clean_text_is_idempotent_and_capped(text, cap):
+    once = clean_text(text, cap)
+    assert once is None or 0 < len(once) <= cap
+    assert clean_text(once, cap) == once
+
+
+@NOT_IDEMPOTENT_YET
+@given(text=texts)
+@example(text="&lt;b&gt;x")
+@example(text="call 123 anna@example.com 456 7890")
+def test_normalize_phrase_is_idempotent_and_capped(text):
+    once = normalize_phrase(text)
+    assert len(once) <= MAX_PHRASE_CHARS and once == once.strip()
+    assert normalize_phrase(once) == once
+
+
+@given(values=st.lists(st.one_of(st.none(), texts), max_size=8), cap=st.integers(min_value=1, max_value=60))
+def test_polars_cleaning_equals_the_reference(values, cap):
+    # text.py cleans whole columns in Rust; scrub.clean_text is the one-string reference of the same rules
+    frame = pl.DataFrame({"title": values}, schema={"title": pl.Utf8})
+    assert frame.select(clean_column("title", cap)).get_column("title").to_list() == [clean_text(v, cap) for v in values]
+
+
+# -- token budgets ------------------------------------------------------------------------
+
+words = st.lists(
+    st.one_of(st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyzé0123456789"), min_size=1, max_size=14),
+              st.sampled_from(["猫", "ケーキ", "!", "'", "--", "Straße"])),
+    max_size=20,
+)
+separators = st.lists(st.sampled_from([" ", "  ", "\t", "", "-", ", "]), min_size=20, max_size=20)
+
+
+_WORD_CHAR = regex.compile(r"[[\p{L}\p{M}\p{N}]--[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]]", regex.V1)
+
+
+def _is_word_char(ch: str) -> bool:
+    """A letter, mark or digit that is not CJK: what the tokenizer runs together into words."""
+    return bool(_WORD_CHAR.fullmatch(ch))
+
+
+@given(parts=words, seps=separators, budget=st.integers(min_value=0, max_value=25))
+def test_truncate_stays_in_budget_and_cuts_between_words(parts, seps, budget):
+    text = "".join(w + s for w, s in zip(parts, seps))
+    out, truncated = truncate(text, budget, COUNTER)
+    assert COUNTER.count(out) <= budget
+    assert text.startswith(out)
+    assert truncated == (COUNTER.count(text) > budget)
+    if not truncated:
+        assert out == text
+        return
+    assert out == out.rstrip()
+    if out and _is_word_char(out[-1]) and _is_word_char(text[len(out)]):
+        # a cut inside a word only when there is no boundary to back off to: the text is that one word
+        assert all(_is_word_char(c) for c in out), (text, budget, out)
+
+
+# -- the ladder is nested -------------------------------------------------------------------
+
+maybe_text = st.one_of(st.none(), texts)
+feature_rows = st.lists(
+    st.fixed_dictionaries({
+        "title": maybe_text, "description": maybe_text, "caption": maybe_text,
+        "boards": st.lists(texts, max_size=3), "queries": st.lists(texts, max_size=3),
+    }),
+    min_size=1, max_size=4,
+)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(rows=feature_rows)
+def test_ladder_texts_are_nested(rows):
+    schema = {"pin_id": pl.Utf8, "title": pl.Utf8, "description": pl.Utf8, "caption": pl.Utf8,
+              "boards": pl.List(pl.Utf8), "queries": pl.List(pl.Utf8)}
+    features = pl.DataFrame([{"pin_id": f"p{i}", **r} for i, r in enumerate(rows)], schema=schema)
+    ladder = expand("ladder")
+    cfg = BuildConfig()  # per-source budgets sum below the total: the total budget never cuts a line away
+    texts_ = assemble_texts(features, ladder, cfg, COUNTER)
+    for pin_id in features.get_column("pin_id"):
+        by_variant = dict(texts_.filter(pl.col("pin_id") == pin_id).select("variant", "text").rows())
+        previous: list[str] = []
+        for rung in ladder:
+            lines = by_variant[rung].split(cfg.field_separator) if by_variant[rung] else []
+            kept = iter(lines)
+            assert all(line in kept for line in previous), (rung, previous, lines)  # in order, each one kept
+            previous = lines
+
+
+# -- read = valid + rejected ------------------------------------------------------------------
+
+ids = st.one_of(st.none(), st.sampled_from(["p1", "p2", "p3", "p4", "p9", "", "  ", " p1 "]))
+actions = st.one_of(st.none(), st.sampled_from([*ACTIONS, " CLICK ", "purchase", ""]))
+engagement_rows = st.lists(
+    st.fixed_dictionaries({"query": st.one_of(st.none(), texts), "pin_id": ids, "action": actions,
+                           "user_id": st.sampled_from(["u1", "u2", "u3", "u4"])}),
+    max_size=25,
+)
+save_rows = st.lists(
+    st.fixed_dictionaries({"pin_id": ids, "board_id": st.one_of(st.none(), st.sampled_from(["b1", "b2", "b9", ""]))}),
+    max_size=10,
+)
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(eng=engagement_rows, saves=save_rows, fmt=st.sampled_from(["parquet", "csv", "jsonl"]))
+def test_every_row_read_is_valid_or_rejected_once(tmp_path_factory, eng, saves, fmt):
+    assume(fmt != "jsonl" or (eng and saves))  # an empty JSONL file names no columns: an input error, tested elsewhere
+    folder = tmp_path_factory.mktemp("read")
+    tables = {
+        **small_tables(),
+        "engagements": pl.DataFrame(eng, schema={"query": pl.Utf8, "pin_id": pl.Utf8, "action": pl.Utf8, "user_id": pl.Utf8}),
+        "saves": pl.DataFrame(saves, schema={"pin_id": pl.Utf8, "board_id": pl.Utf8}),
+    }
+    read = {name: read_table(write_table(frame, folder / name, fmt), name) for name, frame in tables.items()}
+    valid = validate_tables(read)
+    for name, frame in tables.items():
+        kept = getattr(valid, name).height
+        rejected = sorted(valid.rejects.filter(pl.col("table") == name).get_column("row").to_list())
+        assert valid.counts[name] == {"read": frame.height, "valid": kept, "rejected": len(rejected)}
+        assert kept + len(rejected) == frame.height
+        assert len(set(rejected)) == len(rejected) and all(1 <= r <= frame.height for r in rejected)  # each row once
+
+
+# -- privacy: nothing below k distinct users -----------------------------------------------------
+
+queries = st.sampled_from(["cake", "Cake ", "CAKE", "garden", "anna@example.com", "red dress", "tarte", "x"])
+privacy_rows = st.lists(
+    st.fixed_dictionaries({"query": queries, "pin_id": st.sampled_from(["p1", "p2", "p3"]),
+                           "action": st.sampled_from(ACTIONS), "user_id": st.sampled_from(["u1", "u2", "u3", "u4", "u5"])}),
+    max_size=40,
+)
+
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=privacy_rows, k=st.integers(min_value=1, max_value=4))
+def test_no_query_below_k_distinct_users_reaches_the_aggregates(rows, k):
+    eng = pl.DataFrame(rows, schema={"query": pl.Utf8, "pin_id": pl.Utf8, "action": pl.Utf8, "user_id": pl.Utf8})
+    tables = small_tables()
+    agg = aggregate(tables["saves"], tables["boards"], eng, action_weights=BuildConfig().action_weights,
+                    query_min_users=k, query_top_k=3, threads=1)
+    # the oracle: distinct users per (normalised query, pin) over engaged (non-impression) events
+    users: dict[tuple[str, str], set[str]] = {}
+    for r in rows:
+        q = normalize_phrase(r["query"])
+        if q and r["action"] != "impression":
+            users.setdefault((q, r["pin_id"]), set()).add(r["user_id"])
+    allowed = {pair for pair, us in users.items() if len(us) >= k}
+    assert set(agg.query_pins.select("query", "pin_id").iter_rows()) == allowed
+    for pin_id, qs in agg.pin_queries.select("pin_id", "queries").iter_rows():
+        assert {(q, pin_id) for q in qs} <= allowed
+        assert len(qs) == min(3, sum(1 for _, p in allowed if p == pin_id))
+    assert set(agg.query_traffic.get_column("query")) == {q for q, _ in allowed}
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(rows=privacy_rows.filter(bool), k=st.integers(min_value=2, max_value=3))
+def test_no_query_below_k_reaches_any_build_output(tmp_path_factory, rows, k):
+    from conftest import build, write_inputs
+
+    folder = tmp_path_factory.mktemp("privacy")
+    eng = pl.DataFrame(rows, schema={"query": pl.Utf8, "pin_id": pl.Utf8, "action": pl.Utf8, "user_id": pl.Utf8})
+    write_inputs(folder / "in", {**small_tables(), "engagements": eng})
+    build(folder / "out", input=str(folder / "in"), query_min_users=k, variants="all")
+    users: dict[tuple[str, str], set[str]] = {}
+    for r in rows:
+        q = normalize_phrase(r["query"])
+        if q and r["action"] != "impression":
+            users.setdefault((q, r["pin_id"]), set()).add(r["user_id"])
+    allowed = {pair for pair, us in users.items() if len(us) >= k}
+    out = folder / "out"
+    features = pl.read_parquet(out / "features.parquet")
+    for pin_id, qs in features.select("pin_id", "queries").iter_rows():
+        assert {(q, pin_id) for q in qs or []} <= allowed
+    assert set(pl.read_parquet(out / "query_pins.parquet").select("query", "pin_id").iter_rows()) == allowed
+    texts_ = pl.read_parquet(out / "texts.parquet")
+    searches = {
+        (q, pin_id)
+        for pin_id, text in texts_.select("pin_id", "text").iter_rows()
+        for line in text.split("\n") if line.startswith("Searches: ")
+        for q in line.removeprefix("Searches: ").split(" | ")
+    }
+    assert searches <= allowed
+    if (out / "queries.parquet").is_file():  # one row per privacy-passing query
+        assert set(pl.read_parquet(out / "queries.parquet").get_column("query")) == {q for q, _ in allowed}
+
