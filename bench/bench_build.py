@@ -40,8 +40,9 @@ GiB = 1024**3
 BUILD_SNIPPET = """
 import json, sys
 from pinfeatures.build.run import run_build
-from pinfeatures.config import make_config
-cfg = make_config(input=sys.argv[1], out=sys.argv[2], cache=sys.argv[3], quiet=True, caption__model=None)
+from pinfeatures.build.settings import BuildSettings
+from pinfeatures.caption.settings import CaptionSettings
+cfg = BuildSettings(input=sys.argv[1], out=sys.argv[2], caption=CaptionSettings(cache=sys.argv[3]), quiet=True)
 run_build(cfg)
 """
 

@@ -42,7 +42,7 @@ from PIL import Image
 
 from pinfeatures.caption.backends import load_captioner, resolve_model
 from pinfeatures.caption.loop import caption_pins
-from pinfeatures.config import CaptionConfig
+from pinfeatures.caption.settings import CaptionSettings
 
 
 def make_images(folder: Path, n: int, size: int, seed: int, prefix: str = "img") -> list[str]:
@@ -95,7 +95,7 @@ def per_image_generate(captioner, images_root: Path, refs: list[str]) -> tuple[f
     return time.perf_counter() - t, len(refs)
 
 
-def stage_run(cfg: CaptionConfig, refs: list[str], images_root: Path, cache_dir: Path, captioner) -> tuple[float, dict]:
+def stage_run(cfg: CaptionSettings, refs: list[str], images_root: Path, cache_dir: Path, captioner) -> tuple[float, dict]:
     pins = pl.DataFrame({"pin_id": [f"p{i}" for i in range(len(refs))], "image": refs})
     t = time.perf_counter()
     out, stats = caption_pins(pins, cfg, images_root=images_root, cache_dir=cache_dir, quiet=True, captioner=captioner)
@@ -104,7 +104,7 @@ def stage_run(cfg: CaptionConfig, refs: list[str], images_root: Path, cache_dir:
     return seconds, stats
 
 
-def compare(label: str, model_path: str, cfg: CaptionConfig, n_images: int, image_px: int, work: Path, naive_n: int) -> dict:
+def compare(label: str, model_path: str, cfg: CaptionSettings, n_images: int, image_px: int, work: Path, naive_n: int) -> dict:
     import torch
 
     imgs = work / f"{label}_images"
@@ -218,12 +218,12 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="pinfeatures-bench-caption-"))
     try:
         demo = str(ROOT / "fixtures" / "models" / "demo-captioner")
-        cpu_cfg = CaptionConfig(model="demo", device="cpu", max_new_tokens=args.tokens, min_new_tokens=args.tokens,
+        cpu_cfg = CaptionSettings(caption_model="demo", device="cpu", max_new_tokens=args.tokens, min_new_tokens=args.tokens,
                                 batch_size=args.batch_size)
         results["cpu_tiny"] = compare("cpu_tiny", demo, cpu_cfg, args.images, 256, work, naive_n=args.images)
         if torch.cuda.is_available():
             blip = build_blip_base(work / "blip-base-random")
-            gpu_cfg = CaptionConfig(model=str(blip), device="cuda", dtype="auto", max_new_tokens=args.gpu_tokens,
+            gpu_cfg = CaptionSettings(caption_model=str(blip), device="cuda", dtype="auto", max_new_tokens=args.gpu_tokens,
                                     min_new_tokens=args.gpu_tokens, batch_size=args.gpu_batch_size, loader_workers=8)
             results["gpu_blip_base"] = compare("gpu_blip_base", str(blip), gpu_cfg, args.gpu_images, 512, work,
                                                naive_n=args.gpu_naive_images)

@@ -12,7 +12,7 @@ Same rules as the DuckDB aggregation in sql/ (pinfeatures.build.aggregate):
   then title asc, keep the top `cfg.board_top_k`.
 * top queries per pin: normalise queries the same way, drop empty ones; score = sum of
   `cfg.action_weights` over the pair's events; keep (query, pin) pairs with at least one
-  non-impression event and at least `cfg.query_min_users` distinct users among the
+  non-impression event and at least `cfg.min_users` distinct users among the
   non-impression events (without a user_id column: that many non-impression events); rank by
   score desc then query asc, keep the top `cfg.query_top_k`.
 * saves/engagements whose pin_id (or board_id) is not a valid id of pins (boards), and
@@ -35,9 +35,9 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere in the checkout
     sys.path.insert(0, str(ROOT))
 
 from pinfeatures.build.scrub import normalize_phrases  # noqa: E402
-from pinfeatures.config import BuildConfig, make_config  # noqa: E402
-from pinfeatures.contracts import ACTIONS  # noqa: E402
+from pinfeatures.build.settings import BuildSettings  # noqa: E402
 from pinfeatures.errors import InputError  # noqa: E402
+from pinfeatures.settings import load_settings  # noqa: E402
 
 
 def find_table(input_dir: str | Path, name: str) -> Path | None:
@@ -100,13 +100,13 @@ def pandas_aggregate(input_dir: str | Path, cfg: Any = None, timings: dict | Non
     """Board titles and top queries per pin from an input folder.
 
     In: a folder with pins, boards, saves and engagements tables (Parquet file or parts folder,
-    CSV, JSONL); `cfg` a BuildConfig (or anything with board_top_k, query_top_k,
-    query_min_users, action_weights); None: defaults.
+    CSV, JSONL); `cfg` a BuildSettings (or anything with board_top_k, query_top_k,
+    min_users, action_weights); None: defaults.
     Out: (boards_df[pin_id, boards: list[str]], queries_df[pin_id, queries: list[str]]), one row per
     pin that has at least one board title (query), sorted by pin_id. `timings`, if given,
     receives seconds for read / boards / queries.
     """
-    cfg = cfg if cfg is not None else BuildConfig()
+    cfg = cfg if cfg is not None else BuildSettings()
     t = timings if timings is not None else {}
     t0 = time.perf_counter()
     paths = {}
@@ -145,8 +145,8 @@ def pandas_aggregate(input_dir: str | Path, cfg: Any = None, timings: dict | Non
         ev = frames["engagements"]
         ev = ev.assign(pin_id=as_id(ev["pin_id"]))
         ev = ev[ev["pin_id"].isin(pin_ids)]
-        # like the SQL's join with the action_weights table: an action without a weight is left out
-        weights = {a: float(cfg.action_weights[a]) for a in ACTIONS if a in cfg.action_weights}
+        # like the build: the actions action_weights names are the known ones, the rest is left out
+        weights = {a: float(w) for a, w in cfg.action_weights.items()}
         action = normalize_actions(ev["action"])
         ev = ev.assign(action=action)[action.isin(list(weights))]
         ev = ev.assign(query=normalize_unique(ev["query"].astype("string"))).dropna(subset=["query"])
@@ -162,7 +162,7 @@ def pandas_aggregate(input_dir: str | Path, cfg: Any = None, timings: dict | Non
             agg["users"] = ("eng_user", "nunique")
         pairs = ev.groupby(["pin_id", "query"], sort=False).agg(**agg).reset_index()
         need = pairs["users"] if has_users else pairs["engaged"]
-        pairs = pairs[(pairs["engaged"] >= 1) & (need >= cfg.query_min_users)]
+        pairs = pairs[(pairs["engaged"] >= 1) & (need >= cfg.min_users)]
         queries_df = top_k_lists(pairs, "query", ["score", "query"], [False, True], cfg.query_top_k, "queries")
     else:
         queries_df = pd.DataFrame({"pin_id": pd.Series(dtype=str), "queries": pd.Series(dtype=object)})
@@ -193,9 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="pandas baseline of the build's board/query aggregations")
     ap.add_argument("--input", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--config", default=None, help="TOML config (board_top_k, query_top_k, query_min_users, action_weights)")
+    ap.add_argument("--config", default=None, help="TOML config (board_top_k, query_top_k, min_users, action_weights)")
     args = ap.parse_args(argv)
-    cfg = make_config(args.config)
+    cfg = load_settings(args.config, {"": BuildSettings})[""]
     timings: dict[str, float] = {}
     boards_df, queries_df = pandas_aggregate(args.input, cfg, timings)
     out = Path(args.out)

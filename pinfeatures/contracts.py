@@ -19,8 +19,11 @@ SOURCES: tuple[str, ...] = ("caption", "title", "description", "boards", "querie
 LIST_SOURCES: frozenset[str] = frozenset({"boards", "queries"})
 """Sources stored as lists (in rank order); the others are strings."""
 
-ACTIONS: tuple[str, ...] = ("impression", "click", "closeup", "save", "long_click")
-"""The default action vocabulary; `[action_weights]` may name more (any action with a weight is known)."""
+DEFAULT_ACTION_WEIGHTS: dict[str, float] = {"impression": 0.0, "click": 1.0, "closeup": 0.5, "save": 3.0, "long_click": 2.0}
+"""The default action vocabulary and its weights; the build's `[action_weights]` may change the
+weights and name more actions (any action with a weight is known)."""
+
+ACTIONS: tuple[str, ...] = tuple(DEFAULT_ACTION_WEIGHTS)
 
 # -- rejects ---------------------------------------------------------------------------
 

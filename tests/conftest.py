@@ -6,6 +6,8 @@ builds are shared so that the many tests reading their outputs do not each pay f
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import sys
@@ -109,11 +111,13 @@ def write_build(out: Path, tables: dict[str, pl.DataFrame], **fields: Any) -> Pa
 
 
 def build(out: Path, **settings: Any) -> dict[str, Any]:
-    """Run the real build quietly with the given BuildConfig settings; returns the manifest."""
+    """Run the real build quietly with the given BuildSettings settings; returns the manifest."""
     from pinfeatures.build.run import run_build
-    from pinfeatures.config import BuildConfig
+    from pinfeatures.build.settings import BuildSettings
+    from pinfeatures.caption.settings import CaptionSettings
 
-    return run_build(BuildConfig(out=str(out), quiet=True, cache=str(out.parent / "cache"), **settings))
+    caption = dataclasses.replace(settings.pop("caption", CaptionSettings()), cache=str(out.parent / "cache"))
+    return run_build(BuildSettings(out=str(out), quiet=True, caption=caption, **settings))
 
 
 @pytest.fixture(scope="session")

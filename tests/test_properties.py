@@ -21,7 +21,7 @@ from pinfeatures.build.scrub import MAX_PHRASE_CHARS, clean_text, normalize_phra
 from pinfeatures.build.text import clean_column
 from pinfeatures.build.tokens import ApproxCounter, truncate
 from pinfeatures.build.validate import validate_tables
-from pinfeatures.config import BuildConfig
+from pinfeatures.build.settings import BuildSettings
 from pinfeatures.contracts import ACTIONS, expand
 
 COUNTER = ApproxCounter()
@@ -120,7 +120,7 @@ def test_ladder_texts_are_nested(rows):
               "boards": pl.List(pl.Utf8), "queries": pl.List(pl.Utf8)}
     features = pl.DataFrame([{"pin_id": f"p{i}", **r} for i, r in enumerate(rows)], schema=schema)
     ladder = expand("ladder")
-    cfg = BuildConfig()  # per-source budgets sum below the total: the total budget never cuts a line away
+    cfg = BuildSettings()  # per-source budgets sum below the total: the total budget never cuts a line away
     texts_ = assemble_texts(features, ladder, cfg, COUNTER)
     for pin_id in features.get_column("pin_id"):
         by_variant = dict(texts_.filter(pl.col("pin_id") == pin_id).select("variant", "text").rows())
@@ -182,7 +182,7 @@ privacy_rows = st.lists(
 def test_no_query_below_k_distinct_users_reaches_the_aggregates(rows, k):
     eng = pl.DataFrame(rows, schema={"query": pl.Utf8, "pin_id": pl.Utf8, "action": pl.Utf8, "user_id": pl.Utf8})
     tables = small_tables()
-    agg = aggregate(tables["saves"], tables["boards"], eng, action_weights=BuildConfig().action_weights,
+    agg = aggregate(tables["saves"], tables["boards"], eng, action_weights=BuildSettings().action_weights,
                     query_min_users=k, query_top_k=3, threads=1)
     # the oracle: distinct users per (normalised query, pin) over engaged (non-impression) events
     users: dict[tuple[str, str], set[str]] = {}

@@ -26,7 +26,7 @@ import polars as pl
 
 from pinfeatures.build.tokens import TokenCounter, truncate
 from pinfeatures.buildfolder import TextLayout
-from pinfeatures.config import BuildConfig
+from pinfeatures.build.settings import BuildSettings
 from pinfeatures.contracts import LIST_SOURCES, SOURCES, Variant
 
 
@@ -39,7 +39,7 @@ def _neutralise(expr: pl.Expr, layout: TextLayout, *, list_item: bool) -> pl.Exp
     return expr.str.replace_all(r"\s+", " ").str.strip_chars()
 
 
-def render_values(features: pl.DataFrame, cfg: BuildConfig) -> pl.DataFrame:
+def render_values(features: pl.DataFrame, cfg: BuildSettings) -> pl.DataFrame:
     """pin_id plus one rendered string per source (null when the pin lacks it)."""
     layout = TextLayout.from_settings(cfg)
     exprs = [pl.col("pin_id")]
@@ -75,7 +75,7 @@ def _cap_column(values: pl.Series, budget: int, counter: TokenCounter, dangling:
     return values, counts, truncated
 
 
-def assemble_texts(features: pl.DataFrame, variants: Sequence[str], cfg: BuildConfig, counter: TokenCounter) -> pl.DataFrame:
+def assemble_texts(features: pl.DataFrame, variants: Sequence[str], cfg: BuildSettings, counter: TokenCounter) -> pl.DataFrame:
     """One row per (pin, variant): pin_id, variant, text, n_tokens, truncated (see the module docstring)."""
     layout = TextLayout.from_settings(cfg)
     rendered = render_values(features, cfg)
@@ -118,7 +118,7 @@ def _fit_total(
     lines: Mapping[str, pl.Series],
     label_text: Mapping[str, str],
     label_tokens: Mapping[str, int],
-    cfg: BuildConfig,
+    cfg: BuildSettings,
     counter: TokenCounter,
 ) -> pl.DataFrame:
     """Cut the texts over the total budget, line by line from the end of source_order.

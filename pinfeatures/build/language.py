@@ -64,7 +64,7 @@ _BATCH = 4096
 
 @dataclass(frozen=True)
 class LanguageSettings:
-    """Settings of the language stage (BuildConfig `language_*`)."""
+    """Settings of the language stage (BuildSettings `language_*`)."""
 
     max_chars: int = 200
     """How much of a pin's text (title, description, boards) is read: enough to tell a language."""

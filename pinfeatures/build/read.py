@@ -307,7 +307,7 @@ def _cast(frame: pl.DataFrame, name: str, kind: str, path: Path) -> pl.Expr:
 
 
 def input_tables(cfg: Any) -> dict[str, TableFile]:
-    """Locate every input table named by a BuildConfig (required ones must exist)."""
+    """Locate every input table named by a BuildSettings (required ones must exist)."""
     found: dict[str, TableFile] = {}
     for name in REQUIRED_TABLES + OPTIONAL_TABLES:
         tf = locate(name, cfg.input, getattr(cfg, name), required=name in REQUIRED_TABLES)
@@ -317,6 +317,6 @@ def input_tables(cfg: Any) -> dict[str, TableFile]:
 
 
 def load_inputs(cfg: Any, names: Iterable[str] | None = None) -> dict[str, Table]:
-    """Locate and read the tables of a BuildConfig: {name: Table}."""
+    """Locate and read the tables of a BuildSettings: {name: Table}."""
     located = input_tables(cfg)
     return {name: read_located(tf) for name, tf in located.items() if names is None or name in names}

@@ -4,7 +4,8 @@
     with their board titles; then queries) -> caption -> features -> assemble (variants, budgets)
     -> write + commit (atomic swap)
 
-`run_build(cfg)` is the one public function; its arguments are the CLI's flags (BuildConfig).
+`run_build(cfg)` is the one public function; its argument is the build's settings (BuildSettings,
+build/settings.py), checked when they were made, so a bad setting never waits for a read.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from pinfeatures.build.text import clean_column, normalise_pins
 from pinfeatures.build.tokens import make_counter
 from pinfeatures.build.validate import validate_tables
 from pinfeatures.buildfolder import BuildWriter, TextLayout, coverage_stats, language_counts, token_stats
-from pinfeatures.config import BuildConfig
+from pinfeatures.build.settings import BuildSettings
+from pinfeatures.report.settings import ReportSettings
 from pinfeatures.contracts import expand
 from pinfeatures.errors import ConfigError
 from pinfeatures.progress import Progress
@@ -36,10 +38,11 @@ from pinfeatures.progress import Progress
 FEATURE_COLUMNS = ("pin_id", "title", "description", "caption", "boards", "queries", "language", "caption_status", "image_sha256", "image")
 
 
-def run_build(cfg: BuildConfig) -> dict[str, Any]:
+def run_build(cfg: BuildSettings, report: ReportSettings | None = None) -> dict[str, Any]:
     """Run the whole build and commit it to cfg.out (see pinfeatures.buildfolder). Returns the manifest.
 
     The output folder's lock is taken first: a second build into the same folder stops at once.
+    `report`: the settings of report.html when `cfg.write_report` (default ReportSettings()).
     """
     if not cfg.out:
         raise ConfigError("--out is required: the folder the build writes to")
@@ -59,16 +62,16 @@ def run_build(cfg: BuildConfig) -> dict[str, Any]:
         f"{manifest['outputs']['rejects']['rows']} rejects to {out} in {manifest['timings']['total']:.1f}s (build {manifest['build_id']})"
     )
 
-    if cfg.report:
+    if cfg.write_report:
         from pinfeatures.report.run import write_report
 
         with progress.stage("report", "writing report.html"):
-            path = write_report(out, cfg.report_settings)
+            path = write_report(out, report or ReportSettings())
         progress.say(f"report: {path}")
     return manifest
 
 
-def _build_into(writer: BuildWriter, cfg: BuildConfig, variants: list[str], counter: Any, progress: Progress, started: float) -> dict[str, Any]:
+def _build_into(writer: BuildWriter, cfg: BuildSettings, variants: list[str], counter: Any, progress: Progress, started: float) -> dict[str, Any]:
     """The stages, written through `writer`; returns the committed manifest."""
     with progress.stage("read", "finding and reading the input tables"):
         located = input_tables(cfg)
@@ -76,7 +79,7 @@ def _build_into(writer: BuildWriter, cfg: BuildConfig, variants: list[str], coun
         fingerprints = {name: tf.fingerprint() for name, tf in located.items()}
 
     with progress.stage("validate", "checking ids, references and actions"):
-        valid = validate_tables(tables)
+        valid = validate_tables(tables, actions=cfg.actions)
     for name, c in valid.counts.items():
         progress.say(f"  {name}: read {c['read']}, valid {c['valid']}, rejected {c['rejected']}")
 
@@ -88,7 +91,7 @@ def _build_into(writer: BuildWriter, cfg: BuildConfig, variants: list[str], coun
             action_weights=cfg.action_weights,
             board_top_k=cfg.board_top_k,
             query_top_k=cfg.query_top_k,
-            query_min_users=cfg.query_min_users,
+            query_min_users=cfg.min_users,
             query_top_pins=cfg.query_top_pins,
         )
 
@@ -102,7 +105,7 @@ def _build_into(writer: BuildWriter, cfg: BuildConfig, variants: list[str], coun
         language_settings = LanguageSettings.from_config(cfg)
         pins, language_prior, language_stats = detect_languages(pins, agg.pin_boards, language_settings)
         languages = query_languages(agg.query_traffic, agg.query_pins, pins.select("pin_id", "language"), language_prior, language_settings)
-        queries = query_table(agg.query_traffic, languages, cfg.pairs.bands)
+        queries = query_table(agg.query_traffic, languages, cfg.query_bands)
         query_pins = agg.query_pins.join(languages.select("query", "query_language"), on="query", how="left", maintain_order="left")
     language_stats["queries"] = {r[0]: int(r[1]) for r in queries.group_by("query_language_source").len().sort("query_language_source").iter_rows()}
 
@@ -128,7 +131,7 @@ def _build_into(writer: BuildWriter, cfg: BuildConfig, variants: list[str], coun
         return writer.commit(fields)
 
 
-def images_root(cfg: BuildConfig, located: dict[str, Any] | None = None) -> Path | None:
+def images_root(cfg: BuildSettings, located: dict[str, Any] | None = None) -> Path | None:
     """--images-root, else the input folder, else the pins file's folder: local image paths are confined to it."""
     if cfg.images_root:
         return Path(cfg.images_root)
@@ -140,7 +143,7 @@ def images_root(cfg: BuildConfig, located: dict[str, Any] | None = None) -> Path
 
 
 def attach_captions(
-    pins: pl.DataFrame, precomputed: pl.DataFrame | None, cfg: BuildConfig, root: Path | None, progress: Progress
+    pins: pl.DataFrame, precomputed: pl.DataFrame | None, cfg: BuildSettings, root: Path | None, progress: Progress
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """pin_id, caption, caption_status, image_sha256 for every pin.
 
@@ -151,7 +154,7 @@ def attach_captions(
     result = base.with_columns(
         pl.lit(None, pl.Utf8).alias("caption"), pl.lit("skipped").alias("caption_status"), pl.lit(None, pl.Utf8).alias("image_sha256")
     )
-    stats: dict[str, Any] = {"model": cfg.caption.model, "pins": pins.height}
+    stats: dict[str, Any] = {"model": cfg.caption.caption_model, "pins": pins.height}
     if precomputed is not None and precomputed.height:
         by_pin = precomputed.filter(pl.col("pin_id").is_not_null()).select("pin_id", pl.col("caption").alias("_pre"))
         result = result.join(by_pin, on="pin_id", how="left", maintain_order="left")
@@ -169,11 +172,11 @@ def attach_captions(
             pl.when(pl.col("_pre").is_not_null()).then(pl.lit("precomputed")).otherwise(pl.col("caption_status")).alias("caption_status"),
         ).drop("_pre")
         stats["precomputed"] = int((result.get_column("caption_status") == "precomputed").sum())
-    if cfg.caption.model:
+    if cfg.caption.caption_model:
         from pinfeatures.caption.loop import caption_pins
 
         todo = result.filter(pl.col("caption_status") != "precomputed").select("pin_id", "image")
-        captioned, model_stats = caption_pins(todo, cfg.caption, images_root=root, cache_dir=Path(cfg.cache), quiet=cfg.quiet)
+        captioned, model_stats = caption_pins(todo, cfg.caption, images_root=root, cache_dir=Path(cfg.caption.cache), quiet=cfg.quiet)
         stats.update(model_stats)
         stats["pins"] = pins.height
         captioned = captioned.select("pin_id", pl.col("caption").alias("_c"), pl.col("caption_status").alias("_s"), pl.col("image_sha256").alias("_h"))
@@ -187,7 +190,7 @@ def attach_captions(
     return result.drop("image"), stats
 
 
-def _hash_images(refs: list[str], root: Path | None, cfg: BuildConfig) -> dict[str, str | None]:
+def _hash_images(refs: list[str], root: Path | None, cfg: BuildSettings) -> dict[str, str | None]:
     from pinfeatures.caption.images import ImageSettings, hash_images
 
     unique = list(dict.fromkeys(refs))
@@ -195,7 +198,7 @@ def _hash_images(refs: list[str], root: Path | None, cfg: BuildConfig) -> dict[s
     return {img.ref: img.sha256 for img in hash_images(unique, root, settings)}
 
 
-def _features(pins: pl.DataFrame, captions: pl.DataFrame, boards: pl.DataFrame, queries: pl.DataFrame, cfg: BuildConfig) -> pl.DataFrame:
+def _features(pins: pl.DataFrame, captions: pl.DataFrame, boards: pl.DataFrame, queries: pl.DataFrame, cfg: BuildSettings) -> pl.DataFrame:
     """One row per valid pin with the five sources and the pins' extra columns carried through."""
     features = (
         pins.join(captions, on="pin_id", how="left", maintain_order="left")

@@ -17,7 +17,7 @@ Reasons, checked in this order (a row gets the first that applies):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import polars as pl
 
@@ -91,8 +91,11 @@ def _id_checks(*cols: str) -> tuple[pl.Expr, pl.Expr]:
     return reason, column
 
 
-def validate_tables(tables: Mapping[str, Table], action_weights: Mapping[str, float] | None = None) -> ValidTables:
-    """Split each table into valid rows and rejects (see the module docstring for the reasons)."""
+def validate_tables(tables: Mapping[str, Table], actions: Sequence[str] = ACTIONS) -> ValidTables:
+    """Split each table into valid rows and rejects (see the module docstring for the reasons).
+
+    `actions`: the known actions (the build's `action_weights` names); any other is `unknown_action`.
+    """
     rejects: list[pl.DataFrame] = [t.unparsed for t in tables.values()]
 
     # pins
@@ -133,14 +136,14 @@ def validate_tables(tables: Mapping[str, Table], action_weights: Mapping[str, fl
     eng_t = Table(eng_t.name, eng_t.source, eng_t.frame.with_columns(pl.col("action").str.strip_chars().str.to_lowercase().alias("action")), eng_t.unparsed)
     reason, column = _id_checks("pin_id")
     empty_query = pl.col("query").is_null() | _blank("query")
-    unknown_action = ~pl.col("action").is_in(list(ACTIONS)) | pl.col("action").is_null()
+    unknown_action = ~pl.col("action").is_in(list(actions)) | pl.col("action").is_null()
     engagements, bad = _split(
         eng_t,
         reason.when(empty_query).then(pl.lit("empty_query")).when(unknown_action).then(pl.lit("unknown_action"))
         .when(unknown_pin).then(pl.lit("unknown_pin")).otherwise(pl.lit(None, pl.Utf8)),
         column.when(empty_query).then(pl.lit("query")).when(unknown_action).then(pl.lit("action"))
         .when(unknown_pin).then(pl.lit("pin_id")).otherwise(pl.lit(None, pl.Utf8)),
-        pl.when(unknown_action & ~empty_query).then(pl.lit("known actions: " + ", ".join(ACTIONS))).otherwise(pl.lit(None, pl.Utf8)),
+        pl.when(unknown_action & ~empty_query).then(pl.lit("known actions: " + ", ".join(actions))).otherwise(pl.lit(None, pl.Utf8)),
     )
     rejects.append(bad)
 

@@ -1,6 +1,6 @@
 """Caption model backends: Hugging Face image-to-text / image-text-to-text models and open_clip CoCa.
 
-What goes in: a CaptionConfig (`model`, `weights`, `revision`, `prompt`, generation settings,
+What goes in: a CaptionSettings (`model`, `weights`, `revision`, `prompt`, generation settings,
 `device`, `dtype`, `trust_remote_code`). What comes out:
 
 - `resolve_model(cfg, file_hash)` -> ModelSpec: where the model lives and its *fingerprint*,
@@ -36,10 +36,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pinfeatures.caption.cache import hash_file
+from pinfeatures.caption.settings import DEMO_MODEL, OPEN_CLIP_PREFIX
 from pinfeatures.errors import ConfigError, ModelError
 
-DEMO_NAME = "demo"
-OPEN_CLIP_PREFIX = "open_clip:"
 
 # Files whose bytes define a HF model folder's behaviour (weights are hashed too, see below).
 _HF_META_FILES = (
@@ -123,48 +122,34 @@ def generation_settings(cfg) -> dict[str, Any]:
     return {"max_new_tokens": cfg.max_new_tokens, "num_beams": cfg.num_beams, "min_new_tokens": cfg.min_new_tokens}
 
 
-def check_generation(cfg) -> None:
-    if cfg.max_new_tokens < 1:
-        raise ConfigError(f"caption.max_new_tokens must be >= 1, got {cfg.max_new_tokens}")
-    if cfg.num_beams < 1:
-        raise ConfigError(f"caption.num_beams must be >= 1, got {cfg.num_beams}")
-    if cfg.min_new_tokens is not None and not 0 <= cfg.min_new_tokens <= cfg.max_new_tokens:
-        raise ConfigError(
-            f"caption.min_new_tokens must be between 0 and max_new_tokens ({cfg.max_new_tokens}), got {cfg.min_new_tokens}"
-        )
-    if cfg.batch_size < 1:
-        raise ConfigError(f"caption.batch_size must be >= 1, got {cfg.batch_size}")
-
-
 def _fingerprint(identity: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 def resolve_model(cfg, file_hash: Callable[[Path], str] = hash_file) -> ModelSpec:
-    """Locate the model named by `cfg.model` and compute its fingerprint, without loading it.
+    """Locate the model named by `cfg.caption_model` and compute its fingerprint, without loading it.
 
     `file_hash(path) -> sha256` hashes weights files (the caption cache memoises it).
     Raises ModelError when the model cannot be found.
     """
-    if not cfg.model or not str(cfg.model).strip():
-        raise ConfigError("caption.model is empty")
-    check_generation(cfg)
-    name = str(cfg.model).strip()
+    if not cfg.caption_model:
+        raise ConfigError("caption.caption_model is not set")
+    name = cfg.caption_model.strip()
     gen = generation_settings(cfg)
     if name.startswith(OPEN_CLIP_PREFIX):
         arch = name[len(OPEN_CLIP_PREFIX):].strip()
         if not arch:
             raise ModelError("caption model 'open_clip:' needs an architecture name, e.g. open_clip:coca_ViT-B-32")
-        if not cfg.weights:
+        if not cfg.caption_weights:
             raise ModelError(f"caption model {name!r} needs --caption-weights FILE (safetensors preferred)")
-        wp = Path(cfg.weights).expanduser()
+        wp = Path(cfg.caption_weights).expanduser()
         if not wp.is_file():
-            raise ModelError(f"caption weights file not found: {cfg.weights}")
+            raise ModelError(f"caption weights file not found: {cfg.caption_weights}")
         identity = {"backend": "open_clip", "arch": arch, "weights_sha256": file_hash(wp), **gen}
         # CoCa takes no prompt, so the prompt is not part of its fingerprint
         return ModelSpec("open_clip", name, str(wp.resolve()), _fingerprint(identity), identity)
 
-    if name == DEMO_NAME:
+    if name == DEMO_MODEL:
         folder = demo_model_path()
     elif Path(name).expanduser().is_dir():
         folder = Path(name).expanduser().resolve()
@@ -183,7 +168,7 @@ def resolve_model(cfg, file_hash: Callable[[Path], str] = hash_file) -> ModelSpe
             )
         files = {p.name: file_hash(p) for p in weights}
         files.update({n: hash_file(folder / n) for n in _HF_META_FILES if (folder / n).is_file()})
-        identity = {"backend": "hf", "model": DEMO_NAME if name == DEMO_NAME else str(folder), "files": files}
+        identity = {"backend": "hf", "model": DEMO_MODEL if name == DEMO_MODEL else str(folder), "files": files}
     else:
         folder, commit = _hub_snapshot(name, cfg.revision)
         identity = {"backend": "hf", "model": name, "revision": commit}
@@ -253,7 +238,7 @@ def load_captioner(spec: ModelSpec, cfg, *, device: str | None = None, dtype: st
 
 
 def set_cpu_threads(cfg) -> int:
-    """Size torch's CPU thread pool for captioning (see CaptionConfig.cpu_threads); returns the count.
+    """Size torch's CPU thread pool for captioning (see CaptionSettings.cpu_threads); returns the count.
 
     Measured on a busy 2-core machine: a batch of 16 through the demo model took 3.9 s with 2
     torch threads and 0.08 s with 1, because each op's thread barrier waited on a core that the
@@ -261,9 +246,7 @@ def set_cpu_threads(cfg) -> int:
     """
     import torch
 
-    n = getattr(cfg, "cpu_threads", 0) or 0
-    if n < 0:
-        raise ConfigError(f"caption.cpu_threads must be >= 0, got {n}")
+    n = cfg.cpu_threads
     if n == 0:
         n = max(1, (os.cpu_count() or 1) - max(0, cfg.loader_workers))
     if torch.get_num_threads() != n:

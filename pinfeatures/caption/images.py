@@ -59,7 +59,7 @@ from PIL import Image, ImageOps
 from pinfeatures.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pinfeatures.config import CaptionConfig
+    from pinfeatures.caption.settings import CaptionSettings
 
 STATUSES: tuple[str, ...] = ("ok", "missing", "outside_root", "unreadable", "too_large", "fetch_failed", "bad_url", "blocked_address")
 """Every status a FetchedImage or ImageError can carry."""
@@ -112,8 +112,8 @@ class ImageSettings:
                 raise ConfigError(f"image setting {name} must be >= 0, got {getattr(self, name)}")
 
     @classmethod
-    def from_caption_config(cls, cfg: "CaptionConfig") -> "ImageSettings":
-        """The image limits of a CaptionConfig (`max_image_bytes`, `max_image_pixels`, `fetch_*`)."""
+    def from_caption_config(cls, cfg: "CaptionSettings") -> "ImageSettings":
+        """The image limits of a CaptionSettings (`max_image_bytes`, `max_image_pixels`, `fetch_*`)."""
         return cls(
             max_bytes=cfg.max_image_bytes,
             max_pixels=cfg.max_image_pixels,

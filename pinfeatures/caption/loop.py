@@ -1,7 +1,7 @@
 """The caption stage: one VLM caption per unique Pin image, cached, resumable, robust.
 
 In:  pins (`pin_id` Utf8, `image` Utf8 nullable: a path under `images_root` or an http(s) URL),
-     a CaptionConfig, the images root, the cache folder.
+     a CaptionSettings, the images root, the cache folder.
 Out: one row per input pin, in input order: `pin_id`, `caption` (Utf8|null),
      `caption_status` (Utf8), `image_sha256` (Utf8|null); and the manifest's `caption`
      section (model, fingerprint, counts, failures, throughput).
@@ -51,7 +51,7 @@ from pinfeatures.caption.backends import (
 )
 from pinfeatures.caption.cache import CaptionCache
 from pinfeatures.caption.quality import ClipChecker, clean_caption
-from pinfeatures.config import CaptionConfig
+from pinfeatures.caption.settings import CaptionSettings
 from pinfeatures.errors import InputError, ModelError
 
 OUTPUT_SCHEMA = {"pin_id": pl.Utf8, "caption": pl.Utf8, "caption_status": pl.Utf8, "image_sha256": pl.Utf8}
@@ -89,7 +89,7 @@ class _RunState:
 
 def caption_pins(
     pins: pl.DataFrame,
-    cfg: CaptionConfig,
+    cfg: CaptionSettings,
     *,
     images_root: Path | None,
     cache_dir: Path,
@@ -100,12 +100,12 @@ def caption_pins(
 
     `captioner`: an already loaded captioner for `cfg` (benchmarks and tests reuse one across
     runs); by default the model is loaded only if some image is not in the cache.
-    cfg.model None -> every pin `skipped`, nothing read.
+    cfg.caption_model None -> every pin `skipped`, nothing read.
     Raises InputError (bad pins frame), ConfigError (bad settings), ModelError (model not loadable).
     """
     t0 = time.perf_counter()
     pin_ids, refs = _check_pins(pins)
-    if not cfg.model:
+    if not cfg.caption_model:
         out = pl.DataFrame(
             {"pin_id": pin_ids, "caption": [None] * len(pin_ids), "caption_status": ["skipped"] * len(pin_ids),
              "image_sha256": [None] * len(pin_ids)},
@@ -142,7 +142,7 @@ def caption_pins(
             "batch_size": cfg.batch_size,
             "final_batch_size": state.batch_size,
             "retry_failed": cfg.retry_failed,
-            "weights": cfg.weights,
+            "weights": cfg.caption_weights,
             "revision": cfg.revision,
         },
         "device": device,

@@ -29,15 +29,10 @@ def cli() -> None:
     """Build the text a search-relevance model reads for each Pin."""
 
 
-def _register() -> None:
-    from pinfeatures.cli import (
-        build_cmd,
-        caption_cmd,
-        evaluate_cmd,
-        pairs_cmd,
-        report_cmd,
-    )
+from pinfeatures.cli import build_cmd, caption_cmd, evaluate_cmd, pairs_cmd, report_cmd  # noqa: E402
 
+
+def _register() -> None:
     cli.add_command(build_cmd.build)
     cli.add_command(build_cmd.variants)
     cli.add_command(caption_cmd.caption)
@@ -47,6 +42,15 @@ def _register() -> None:
 
 
 _register()
+
+SETTINGS = {
+    "build": build_cmd.build_settings,
+    "caption": caption_cmd.caption_settings,
+    "evaluate": evaluate_cmd.evaluate_settings,
+    "pairs": pairs_cmd.pairs_settings,
+    "report": report_cmd.report_settings,
+}
+"""Each command's settings maker: (config, **flags) -> {table: settings}; flags are its click params."""
 
 
 def main(argv: list[str] | None = None) -> None:

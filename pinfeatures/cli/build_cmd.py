@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from pinfeatures.config import make_config
 from pinfeatures.contracts import expand, variant_sources
+from pinfeatures.settings import load_settings
+
+
+def build_settings(config: str | None = None, **flags: Any) -> dict[str, Any]:
+    """The build's settings from --config and the flags: {"": BuildSettings, "report": ReportSettings}."""
+    from pinfeatures.build.settings import BuildSettings
+    from pinfeatures.report.settings import ReportSettings
+
+    caption_flags = ("caption_model", "caption_weights", "cache", "retry_failed", "allow_private_addresses")
+    return load_settings(
+        config,
+        {"": BuildSettings, "report": ReportSettings},
+        {"": {k: v for k, v in flags.items() if k not in caption_flags}, "caption": {k: flags[k] for k in caption_flags}},
+    )
 
 
 @click.command()
-@click.option("--input", "input_dir", type=click.Path(file_okay=False), help="Folder holding pins, boards, saves, engagements (and captions).")
+@click.option("--input", type=click.Path(file_okay=False), help="Folder holding pins, boards, saves, engagements (and captions).")
 @click.option("--out", type=click.Path(file_okay=False), help="Folder to write features/texts/rejects/manifest to.")
 @click.option("--images-root", type=click.Path(file_okay=False), help="Root of local image paths (default: the input folder). Paths outside it are refused.")
 @click.option("--pins", type=click.Path(), help="Pins table (file or folder of Parquet parts); overrides the one in --input.")
@@ -23,28 +38,21 @@ from pinfeatures.contracts import expand, variant_sources
 @click.option("--cache", type=click.Path(file_okay=False), help="Caption cache folder (default ~/.cache/pinfeatures).")
 @click.option("--tokenizer", type=click.Path(file_okay=False), help="Local Hugging Face tokenizer folder for token budgets (default: built-in approximation).")
 @click.option("--max-tokens", type=int, help="Total token budget per text (default 512).")
-@click.option("--min-users", "query_min_users", type=int, help="Privacy threshold k: distinct users per (query, pin) (default 3).")
+@click.option("--min-users", type=int, help="Privacy threshold k: distinct users per (query, pin) (default 3).")
 @click.option("--allow-private-addresses", is_flag=True, default=None,
               help="Fetch image URLs on loopback, private, link-local, ... addresses too (refused by default: blocked_address).")
 @click.option("--retry-failed", is_flag=True, default=None, help="Caption images that failed in an earlier run again.")
 @click.option("--previous", type=click.Path(file_okay=False), help="Build folder to compare with for changes.parquet (default: the build already in --out).")
-@click.option("--report", is_flag=True, default=None, help="Also write report.html into --out.")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file with the same settings; a flag wins over the file.")
+@click.option("--write-report", "--report", "write_report", is_flag=True, default=None, help="Also write report.html into --out.")
+@click.option("--config", type=click.Path(dir_okay=False), help="TOML file with the same settings; a flag wins over the file.")
 @click.option("--quiet", "-q", is_flag=True, default=None, help="No progress output.")
-def build(input_dir, out, images_root, pins, boards, saves, engagements, captions, variants, caption_model, caption_weights,
-          cache, tokenizer, max_tokens, query_min_users, allow_private_addresses, retry_failed, previous, report, config_file, quiet) -> None:
+def build(**params: Any) -> None:
     """Build features.parquet, texts.parquet, rejects.parquet, query_pins.parquet, queries.parquet, changes.parquet and manifest.json."""
+    settings = build_settings(**params)
     from pinfeatures.build.run import run_build
 
-    cfg = make_config(
-        config_file,
-        input=input_dir, out=out, images_root=images_root, pins=pins, boards=boards, saves=saves,
-        engagements=engagements, captions=captions, variants=variants, cache=cache, tokenizer=tokenizer,
-        max_tokens=max_tokens, query_min_users=query_min_users, previous=previous, report=report, quiet=quiet,
-        caption__model=caption_model, caption__weights=caption_weights, caption__retry_failed=retry_failed,
-        caption__allow_private_addresses=allow_private_addresses,
-    )
-    manifest = run_build(cfg)
+    cfg = settings[""]
+    manifest = run_build(cfg, settings["report"])
     if not cfg.quiet:
         rejected = ", ".join(f"{t}: {c['rejected']}" for t, c in manifest["counts"].items())
         click.echo(
@@ -63,7 +71,8 @@ def _changes_line(manifest: dict) -> str:
 
 @click.command()
 @click.argument("spec")
-def variants(spec: str) -> None:
+@click.option("--quiet", "-q", is_flag=True, help="Print the variant names only.")
+def variants(spec: str, quiet: bool) -> None:
     """Print the variants SPEC expands to (ladder, loo, all, or a comma list)."""
     for name in expand(spec):
-        click.echo(f"{name}\t{len(variant_sources(name))} source(s)")
+        click.echo(name if quiet else f"{name}\t{len(variant_sources(name))} source(s)")

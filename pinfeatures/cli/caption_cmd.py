@@ -12,59 +12,69 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 
+from pinfeatures.settings import load_settings
+
+_TOP = ("input", "pins", "images_root", "quiet")
+
+
+def caption_settings(config: str | None = None, **flags: Any) -> dict[str, Any]:
+    """{"": BuildSettings (input, pins, images_root, quiet and the [caption] table)}."""
+    from pinfeatures.build.settings import BuildSettings
+
+    return load_settings(
+        config,
+        {"": BuildSettings},
+        {"": {k: flags[k] for k in _TOP}, "caption": {k: v for k, v in flags.items() if k not in _TOP}},
+    )
+
 
 @click.command()
-@click.option("--input", "input_dir", type=click.Path(file_okay=False), help="Folder with pins.parquet/csv/jsonl.")
-@click.option("--pins", "pins_file", type=click.Path(dir_okay=True), help="The pins table (instead of --input).")
+@click.option("--input", type=click.Path(file_okay=False), help="Folder with pins.parquet/csv/jsonl.")
+@click.option("--pins", type=click.Path(dir_okay=True), help="The pins table (instead of --input).")
 @click.option("--images-root", type=click.Path(file_okay=False), help="Folder that local image paths are relative to.")
-@click.option("--caption-model", "model", help="Model folder, hub id, open_clip:ARCH, or 'demo'.")
-@click.option("--caption-weights", "weights", type=click.Path(dir_okay=False), help="Weights file for open_clip:ARCH.")
-@click.option("--cache", "cache", type=click.Path(file_okay=False), help="Cache folder (default ~/.cache/pinfeatures).")
-@click.option("--out", "out", type=click.Path(file_okay=False), default="out/captions", show_default=True)
+@click.option("--caption-model", help="Model folder, hub id, open_clip:ARCH, or 'demo'.")
+@click.option("--caption-weights", type=click.Path(dir_okay=False), help="Weights file for open_clip:ARCH.")
+@click.option("--cache", type=click.Path(file_okay=False), help="Cache folder (default ~/.cache/pinfeatures).")
+@click.option("--out", type=click.Path(file_okay=False), help="Output folder [default: out/captions].")
 @click.option("--retry-failed", is_flag=True, default=None, help="Recaption images whose cached result is a failure.")
 @click.option("--allow-private-addresses", is_flag=True, default=None,
               help="Fetch image URLs on loopback, private, link-local, ... addresses too (refused by default: blocked_address).")
 @click.option("--batch-size", type=int, help="Images per model batch.")
 @click.option("--device", help="auto, cpu, cuda, cuda:N.")
 @click.option("--dtype", help="auto, float32, bfloat16, float16.")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML config ([caption] table).")
-@click.option("--quiet", is_flag=True, default=None, help="No progress bar.")
-def caption(input_dir, pins_file, images_root, model, weights, cache, out, retry_failed, allow_private_addresses, batch_size, device, dtype,
-            config_file, quiet) -> None:
+@click.option("--config", type=click.Path(dir_okay=False), help="TOML config (top-level input, pins, images_root; the [caption] table).")
+@click.option("--quiet", "-q", is_flag=True, default=None, help="No progress bar.")
+def caption(**params: Any) -> None:
     """Caption each pin's image with a vision-language model (cached by image sha256)."""
+    cfg = caption_settings(**params)[""]
     from pinfeatures.build.read import locate, read_located
     from pinfeatures.caption.loop import caption_pins
-    from pinfeatures.config import make_config
     from pinfeatures.errors import ConfigError
 
-    cfg = make_config(
-        config_file, input=input_dir, pins=pins_file, images_root=images_root, cache=cache, quiet=quiet,
-        caption__model=model, caption__weights=weights, caption__retry_failed=retry_failed,
-        caption__allow_private_addresses=allow_private_addresses, caption__batch_size=batch_size, caption__device=device, caption__dtype=dtype,
-    )
     if cfg.input is None and cfg.pins is None:
         raise ConfigError("give --input DIR (with a pins table) or --pins FILE")
-    if not cfg.caption.model:
+    if not cfg.caption.caption_model:
         raise ConfigError("give --caption-model (a model folder, hub id, open_clip:ARCH, or 'demo')")
     table = read_located(locate("pins", cfg.input, cfg.pins, required=True))
     pins = table.frame
     frame, stats = caption_pins(
         pins.select("pin_id", "image"), cfg.caption,
         images_root=Path(cfg.images_root) if cfg.images_root else None,
-        cache_dir=Path(cfg.cache), quiet=cfg.quiet,
+        cache_dir=Path(cfg.caption.cache), quiet=cfg.quiet,
     )
     frame = frame.with_columns(pins["image"].alias("image"))
-    out_dir = Path(out)
+    out_dir = Path(cfg.caption.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     # write-then-rename: a killed run never leaves a half-written output behind
     tmp = out_dir / ".captions.parquet.tmp"
     frame.write_parquet(tmp)
     os.replace(tmp, out_dir / "captions.parquet")
     manifest = {"caption": stats, "input": {"pins": [str(f) for f in table.source.files]},
-                "images_root": cfg.images_root, "cache": str(cfg.cache)}
+                "images_root": cfg.images_root, "cache": cfg.caption.cache}
     (out_dir / "caption_manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     if not cfg.quiet:
         counts = ", ".join(f"{k} {v}" for k, v in stats["status_counts"].items())

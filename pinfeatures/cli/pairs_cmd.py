@@ -3,50 +3,45 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
-from pinfeatures.config import make_config
+from pinfeatures.errors import ConfigError
+from pinfeatures.settings import load_settings
+
+
+def pairs_settings(config: str | None = None, **flags: Any) -> dict[str, Any]:
+    """{"pairs": PairsSettings} from --config ([pairs] table) and the flags."""
+    from pinfeatures.pairs.settings import PairsSettings
+
+    return load_settings(config, {"pairs": PairsSettings}, {"pairs": flags})
 
 
 @click.command()
-@click.option("--build", "build_dir", required=True, type=click.Path(file_okay=False), help="Build folder (texts.parquet, features.parquet, query_pins.parquet).")
-@click.option("--judgments", default=None, type=click.Path(), help="Judgments table: one row per judged pair and variant, with its label.")
-@click.option("--sample", type=int, default=None, help="Draw a stratified sample of N (query, pin) pairs from query_pins.parquet.")
-@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Output file [default: BUILD/pairs.parquet or .jsonl]; pairs_manifest.json goes next to it.")
-@click.option("--format", "fmt", type=click.Choice(["parquet", "jsonl"]), default=None, help="Output format [default: parquet].")
-@click.option("--variants", default=None, help="ladder, loo, all, or a comma list [default: every variant of the build].")
-@click.option("--bands", default=None, help="Cumulative traffic shares ending the head and torso bands [default: 0.5,0.8].")
+@click.option("--build", type=click.Path(file_okay=False), help="Build folder (texts.parquet, features.parquet, query_pins.parquet).")
+@click.option("--judgments", type=click.Path(), help="Judgments table: one row per judged pair and variant, with its label.")
+@click.option("--sample", type=int, help="Draw a stratified sample of N (query, pin) pairs from query_pins.parquet.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Output file [default: BUILD/pairs.parquet or .jsonl]; pairs_manifest.json goes next to it.")
+@click.option("--format", type=click.Choice(["parquet", "jsonl"]), help="Output format [default: parquet].")
+@click.option("--variants", help="ladder, loo, all, or a comma list [default: every variant of the build].")
+@click.option("--bands", help="Cumulative traffic shares ending the head and torso bands [default: 0.5,0.8].")
 @click.option("--by-country", is_flag=True, default=None, help="Stratify by country as well.")
-@click.option("--strata-language", type=click.Choice(["pin", "query"]), default=None, help="Stratify by the pin's language or the query's [default: pin].")
-@click.option("--allocation", type=click.Choice(["proportional", "equal", "per_stratum"]), default=None, help="How the sample is spread over strata [default: proportional].")
-@click.option("--per-stratum", "per_stratum_size", type=int, default=None, help="Pairs per stratum with --allocation per_stratum.")
-@click.option("--seed", type=int, default=None, help="Sampling seed [default: 0].")
-@click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False), help="TOML config ([pairs] table).")
-@click.option("--quiet", is_flag=True, help="Print nothing but errors.")
-def pairs(build_dir, judgments, sample, out, fmt, variants, bands, by_country, strata_language, allocation, per_stratum_size, seed, config_file, quiet) -> None:
+@click.option("--strata-language", type=click.Choice(["pin", "query"]), help="Stratify by the pin's language or the query's [default: pin].")
+@click.option("--allocation", type=click.Choice(["proportional", "equal", "per_stratum"]), help="How the sample is spread over strata [default: proportional].")
+@click.option("--per-stratum-size", "--per-stratum", "per_stratum_size", type=int, help="Pairs per stratum with --allocation per_stratum.")
+@click.option("--seed", type=int, help="Sampling seed [default: 0].")
+@click.option("--config", type=click.Path(dir_okay=False), help="TOML config ([pairs] table, same names as the flags).")
+@click.option("--quiet", "-q", is_flag=True, default=None, help="Print nothing but errors.")
+def pairs(**params: Any) -> None:
     """Write one row per (query, pin, variant) with its text, and its label or stratum and sampling weight."""
+    cfg = pairs_settings(**params)["pairs"]
+    if cfg.build is None:
+        raise ConfigError("give --build DIR (or build under [pairs])")
     from pinfeatures.pairs.sample import run_pairs
 
-    if bands is not None:
-        try:
-            bands = tuple(float(b) for b in bands.split(",") if b.strip())
-        except ValueError:
-            raise click.BadParameter(f"expected comma-separated numbers, got {bands!r}", param_hint="--bands") from None
-    cfg = make_config(
-        config_file,
-        pairs__sample=sample,
-        pairs__format=fmt,
-        pairs__variants=variants,
-        pairs__bands=bands,
-        pairs__by_country=by_country,
-        pairs__strata_language=strata_language,
-        pairs__allocation=allocation,
-        pairs__per_stratum_size=per_stratum_size,
-        pairs__seed=seed,
-    )
-    res = run_pairs(build_dir, cfg.pairs, judgments=judgments, out=out)
-    if quiet:
+    res = run_pairs(cfg.build, cfg, judgments=cfg.judgments, out=cfg.out)
+    if cfg.quiet:
         return
     m = res.manifest
     click.echo(f"wrote {m['rows']} rows ({len(m['variants'])} variant(s)) to {res.out}")

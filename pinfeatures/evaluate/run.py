@@ -35,7 +35,7 @@ import numpy as np
 import polars as pl
 
 from pinfeatures.buildfolder import Build, open_build
-from pinfeatures.config import EvaluateConfig
+from pinfeatures.evaluate.settings import EvaluateSettings
 from pinfeatures.contracts import REJECT_SCHEMA, SOURCES, Variant, empty_rejects
 from pinfeatures.errors import ConfigError, InputError
 from pinfeatures.evaluate.metrics import (
@@ -229,7 +229,7 @@ def judged_pairs(judgments: pl.DataFrame, variants: Sequence[str], texts: pl.Dat
     )
 
 
-def score(pairs: pl.DataFrame, texts: pl.DataFrame, scorer: str, cfg: EvaluateConfig, encoder: Any = None, progress: bool = False) -> pl.DataFrame:
+def score(pairs: pl.DataFrame, texts: pl.DataFrame, scorer: str, cfg: EvaluateSettings, encoder: Any = None, progress: bool = False) -> pl.DataFrame:
     """Add `score` (null where the pin has no text in that variant) with one scorer."""
     if scorer == "lexical":
         from pinfeatures.evaluate.lexical import bm25_scores
@@ -242,7 +242,7 @@ def score(pairs: pl.DataFrame, texts: pl.DataFrame, scorer: str, cfg: EvaluateCo
     raise ConfigError(f"unknown scorer {scorer!r}; known: lexical, semantic")
 
 
-def _metrics_for(scored: pl.DataFrame, cfg: EvaluateConfig) -> tuple[pl.DataFrame, float | None, float | None, int]:
+def _metrics_for(scored: pl.DataFrame, cfg: EvaluateSettings) -> tuple[pl.DataFrame, float | None, float | None, int]:
     """Per-query NDCG (query, ndcg), mean per-query rho, pooled rho, queries with a defined rho."""
     ranked = scored.with_columns(pl.col("score").fill_null(float("-inf")))
     ndcg = per_query_ndcg(ranked, cfg.ndcg_k, cfg.gain)
@@ -252,7 +252,7 @@ def _metrics_for(scored: pl.DataFrame, cfg: EvaluateConfig) -> tuple[pl.DataFram
     return ndcg, rho_mean, rho_pooled, int(rho_q.len())
 
 
-def _delta(ndcg_a: pl.DataFrame, ndcg_b: pl.DataFrame, cfg: EvaluateConfig) -> dict[str, float | None]:
+def _delta(ndcg_a: pl.DataFrame, ndcg_b: pl.DataFrame, cfg: EvaluateSettings) -> dict[str, float | None]:
     both = ndcg_a.join(ndcg_b, on="query", suffix="_b").sort("query")
     res = paired_bootstrap(
         both.get_column("ndcg").to_numpy(),
@@ -266,7 +266,7 @@ def _delta(ndcg_a: pl.DataFrame, ndcg_b: pl.DataFrame, cfg: EvaluateConfig) -> d
     return {"delta": res.delta, "ci_low": res.low, "ci_high": res.high}
 
 
-def ablation_rows(scored: pl.DataFrame, variants: Sequence[str], scorer: str, cfg: EvaluateConfig) -> list[dict[str, Any]]:
+def ablation_rows(scored: pl.DataFrame, variants: Sequence[str], scorer: str, cfg: EvaluateSettings) -> list[dict[str, Any]]:
     """One dict per variant: metrics and the gain over its reference row (see module docstring)."""
     refs = step_references(variants)
     per_variant = {v: _metrics_for(scored.filter(pl.col("variant") == v), cfg) for v in variants}
@@ -291,7 +291,7 @@ def ablation_rows(scored: pl.DataFrame, variants: Sequence[str], scorer: str, cf
     return rows
 
 
-def _scores(part: pl.DataFrame, ndcg: pl.DataFrame, reference_ndcg: pl.DataFrame | None, cfg: EvaluateConfig) -> dict[str, Any]:
+def _scores(part: pl.DataFrame, ndcg: pl.DataFrame, reference_ndcg: pl.DataFrame | None, cfg: EvaluateSettings) -> dict[str, Any]:
     """The columns every ablation row has: pairs, coverage, NDCG@k and the gain over the reference row."""
     delta = _delta(reference_ndcg, ndcg, cfg) if reference_ndcg is not None else {"delta": None, "ci_low": None, "ci_high": None}
     pins = part.unique("pin_id")
@@ -303,7 +303,7 @@ def _scores(part: pl.DataFrame, ndcg: pl.DataFrame, reference_ndcg: pl.DataFrame
     }
 
 
-def language_rows(scored: pl.DataFrame, languages: pl.DataFrame, variants: Sequence[str], scorer: str, cfg: EvaluateConfig) -> list[dict[str, Any]]:
+def language_rows(scored: pl.DataFrame, languages: pl.DataFrame, variants: Sequence[str], scorer: str, cfg: EvaluateSettings) -> list[dict[str, Any]]:
     """The ablation per pin language: each query's judged pins of that language form the ranking."""
     refs = step_references(variants)
     with_lang = scored.join(languages, on="pin_id", how="left").with_columns(pl.col("language").fill_null("und"))
@@ -445,7 +445,7 @@ class EvaluateResult:
 def run_evaluate(
     build_dir: str | Path,
     judgments: str | Path,
-    cfg: EvaluateConfig | None = None,
+    cfg: EvaluateSettings | None = None,
     *,
     out: str | Path | None = None,
     variants: str | Sequence[str] | None = None,
@@ -458,8 +458,7 @@ def run_evaluate(
     `require_scorers`: when False (the default scorers), a semantic scorer with no model
     available is skipped with a note; when True (scorers asked for explicitly) it is a ModelError.
     """
-    cfg = cfg or EvaluateConfig()
-    check_evaluate_config(cfg)
+    cfg = cfg or EvaluateSettings()
     t0 = time.perf_counter()
     build = open_build(build_dir)
     texts, features = read_texts(build)
@@ -553,26 +552,7 @@ def run_evaluate(
     return res
 
 
-def check_evaluate_config(cfg: EvaluateConfig) -> None:
-    """Reject settings that cannot work, naming the setting."""
-    if cfg.ndcg_k < 1:
-        raise ConfigError(f"evaluate.ndcg_k must be >= 1, got {cfg.ndcg_k}")
-    if cfg.bootstrap_samples < 1:
-        raise ConfigError(f"evaluate.bootstrap_samples must be >= 1, got {cfg.bootstrap_samples}")
-    if not 0 < cfg.confidence < 1:
-        raise ConfigError(f"evaluate.confidence must be in (0, 1), got {cfg.confidence}")
-    if cfg.gain not in ("exponential", "linear"):
-        raise ConfigError(f"evaluate.gain must be 'exponential' or 'linear', got {cfg.gain!r}")
-    unknown = [s for s in cfg.scorers if s not in ("lexical", "semantic")]
-    if unknown or not cfg.scorers:
-        raise ConfigError(f"evaluate.scorers: unknown or empty {unknown or list(cfg.scorers)}; known: lexical, semantic")
-    if cfg.batch_size < 1 or cfg.max_length < 1:
-        raise ConfigError("evaluate.batch_size and evaluate.max_length must be >= 1")
-    if cfg.bm25_k1 < 0 or not 0 <= cfg.bm25_b <= 1:
-        raise ConfigError(f"evaluate.bm25_k1 must be >= 0 and bm25_b in [0, 1], got {cfg.bm25_k1}, {cfg.bm25_b}")
-
-
-def _config_dict(cfg: EvaluateConfig) -> dict[str, Any]:
+def _config_dict(cfg: EvaluateSettings) -> dict[str, Any]:
     import dataclasses
 
     return {f.name: (list(v) if isinstance(v := getattr(cfg, f.name), tuple) else v) for f in dataclasses.fields(cfg)}

@@ -38,14 +38,11 @@ import polars as pl
 
 from pinfeatures.build.queries import band_names, query_bands
 from pinfeatures.buildfolder import open_build
-from pinfeatures.config import PairsConfig
+from pinfeatures.pairs.settings import PairsSettings
 from pinfeatures.errors import ConfigError
 from pinfeatures.evaluate.metrics import stable_seed
 from pinfeatures.evaluate.run import load_judgments, read_texts, select_variants
 
-ALLOCATIONS = ("proportional", "equal", "per_stratum")
-STRATA_LANGUAGES = ("pin", "query")
-FORMATS = ("parquet", "jsonl")
 
 SCHEMA_JUDGED = {
     "query": pl.Utf8,
@@ -69,31 +66,12 @@ SCHEMA_SAMPLED = {
 }
 
 
-def check_pairs_config(cfg: PairsConfig) -> None:
-    """Reject settings that cannot work, naming the setting."""
-    bands = list(cfg.bands)
-    if not bands or any(not 0.0 < b < 1.0 for b in bands) or any(b2 <= b1 for b1, b2 in zip(bands, bands[1:])):
-        raise ConfigError(f"pairs.bands must be increasing shares strictly between 0 and 1, got {bands}")
-    if cfg.allocation not in ALLOCATIONS:
-        raise ConfigError(f"pairs.allocation must be one of {', '.join(ALLOCATIONS)}, got {cfg.allocation!r}")
-    if cfg.strata_language not in STRATA_LANGUAGES:
-        raise ConfigError(f"pairs.strata_language must be pin or query, got {cfg.strata_language!r}")
-    if cfg.format not in FORMATS:
-        raise ConfigError(f"pairs.format must be parquet or jsonl, got {cfg.format!r}")
-    if cfg.sample is not None and cfg.sample < 1:
-        raise ConfigError(f"--sample must be >= 1, got {cfg.sample}")
-    if cfg.allocation == "per_stratum" and (cfg.per_stratum_size is None or cfg.per_stratum_size < 1):
-        raise ConfigError("--allocation per_stratum needs --per-stratum N (N >= 1)")
-    if cfg.allocation != "per_stratum" and cfg.per_stratum_size is not None:
-        raise ConfigError("--per-stratum is only used with --allocation per_stratum")
-
-
-def strata_language_column(cfg: PairsConfig) -> str:
+def strata_language_column(cfg: PairsSettings) -> str:
     """The population column that names a stratum's language."""
     return "query_language" if cfg.strata_language == "query" else "language"
 
 
-def strata_population(query_pins: pl.DataFrame, languages: pl.DataFrame, cfg: PairsConfig) -> pl.DataFrame:
+def strata_population(query_pins: pl.DataFrame, languages: pl.DataFrame, cfg: PairsSettings) -> pl.DataFrame:
     """Every (query, pin) pair with its stratum.
 
     Out: query, pin_id, query_traffic, band, language, query_language, country, stratum; sorted by
@@ -162,7 +140,7 @@ def allocate(population: dict[str, int], n: int | None, allocation: str, per_str
     raise ConfigError(f"unknown allocation {allocation!r}; known: {', '.join(ALLOCATIONS)}")
 
 
-def stratified_sample(population: pl.DataFrame, cfg: PairsConfig, all_strata: Sequence[str] | None = None) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
+def stratified_sample(population: pl.DataFrame, cfg: PairsSettings, all_strata: Sequence[str] | None = None) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
     """Draw the sample and describe every stratum.
 
     In:  the output of strata_population; all_strata: every stratum name the design has
@@ -235,15 +213,14 @@ def judged_pairs_table(
 
 def run_pairs(
     build_dir: str | Path,
-    cfg: PairsConfig | None = None,
+    cfg: PairsSettings | None = None,
     *,
     judgments: str | Path | None = None,
     out: str | Path | None = None,
     write: bool = True,
 ) -> PairsResult:
     """Make the pairs table (judged, or a stratified sample) and write it with pairs_manifest.json next to it."""
-    cfg = cfg or PairsConfig()
-    check_pairs_config(cfg)
+    cfg = cfg or PairsSettings()
     sampling = cfg.sample is not None or cfg.allocation == "per_stratum"
     if judgments is None and not sampling:
         raise ConfigError("give --judgments F (labeled pairs) or --sample N (a stratified sample)")

@@ -4,7 +4,7 @@ In:  a build folder read through pinfeatures.buildfolder (manifest, features, te
      coverage, languages and token statistics come from the manifest, computed at build time),
      `evaluation/ablation.{json,csv}` when `pinfeatures evaluate` has run on this very build
      (an evaluation of another build is not shown), the images root for thumbnails (default:
-     the build's own `images_root`), a ReportConfig.
+     the build's own `images_root`), a ReportSettings.
 Out: `BUILD/report.html` (or `out`): coverage, distributions (with the traffic share of the
      top-N queries, from queries.parquet), inputs and rejects, a seeded
      sample of pins with thumbnails and their texts (the part truncation cut struck through),
@@ -38,7 +38,7 @@ import polars as pl
 
 from pinfeatures import __version__
 from pinfeatures.buildfolder import Build, open_build
-from pinfeatures.config import ReportConfig
+from pinfeatures.report.settings import ReportSettings
 from pinfeatures.contracts import LIST_SOURCES, SOURCES, Variant
 from pinfeatures.errors import ConfigError, InputError
 from pinfeatures.report import charts as charts
@@ -94,7 +94,7 @@ def coverage_section(build: Build) -> dict:
     }
 
 
-def distributions_section(build: Build, cfg: ReportConfig, variants: Sequence[str]) -> dict:
+def distributions_section(build: Build, cfg: ReportSettings, variants: Sequence[str]) -> dict:
     """Token histograms per variant (bounded bins), boards/queries per pin, language mix."""
     tokens = _dict(build.manifest.get("tokens"))
     max_tokens = tokens.get("max_tokens") if isinstance(tokens.get("max_tokens"), int) else None
@@ -177,7 +177,7 @@ def queries_section(build: Build) -> dict:
     return {"available": True, "queries": events.len(), "events": int(events.sum()), "rows": traffic_share_rows(events)}
 
 
-def inputs_section(build: Build, cfg: ReportConfig) -> dict:
+def inputs_section(build: Build, cfg: ReportSettings) -> dict:
     """Rows read/valid/rejected per table, top reject reasons, a few example rejected rows."""
     counts = _dict(build.manifest.get("counts"))
     reasons = _dict(build.manifest.get("rejects"))
@@ -295,7 +295,7 @@ def kept_and_cut(segments: Sequence[str], sep: str, text: str) -> list[tuple[str
 # -- thumbnails ---------------------------------------------------------------------------
 
 
-def thumbnail_for(ref: str | None, images_root: Path | None, cfg: ReportConfig, max_bytes: int, max_pixels: int) -> tuple[str | None, str]:
+def thumbnail_for(ref: str | None, images_root: Path | None, cfg: ReportSettings, max_bytes: int, max_pixels: int) -> tuple[str | None, str]:
     """A pin's image as a small embedded data URI, or why there is none: (data URI | None, status).
 
     Paths are confined exactly as in the caption stage (pinfeatures.caption.images.resolve_local: under
@@ -332,7 +332,7 @@ def thumbnail_for(ref: str | None, images_root: Path | None, cfg: ReportConfig, 
     return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}", "ok"
 
 
-def examples_section(build: Build, cfg: ReportConfig, variants: Sequence[str], images_root: Path | None) -> dict:
+def examples_section(build: Build, cfg: ReportSettings, variants: Sequence[str], images_root: Path | None) -> dict:
     """A seeded sample of pins (plus the requested ones): thumbnail, sources, each variant's text."""
     ids = build.scan("features", ["pin_id"]).select(pl.col("pin_id").drop_nulls().unique()).collect()["pin_id"].to_list()
     known = set(ids)
@@ -573,27 +573,8 @@ def _env():
     return env
 
 
-def _check_cfg(cfg: ReportConfig) -> None:
-    if cfg.sample_pins < 0:
-        raise ConfigError(f"report.sample_pins must be >= 0, got {cfg.sample_pins}")
-    if not 16 <= cfg.thumbnail_px <= 1024:
-        raise ConfigError(f"report.thumbnail_px must be between 16 and 1024, got {cfg.thumbnail_px}")
-    if cfg.thumbnail_format not in ("webp", "jpeg"):
-        raise ConfigError(f"report.thumbnail_format must be 'webp' or 'jpeg', got {cfg.thumbnail_format!r}")
-    if not 1 <= cfg.thumbnail_quality <= 100:
-        raise ConfigError(f"report.thumbnail_quality must be between 1 and 100, got {cfg.thumbnail_quality}")
-    if not 1 <= cfg.histogram_bins <= 200:
-        raise ConfigError(f"report.histogram_bins must be between 1 and 200, got {cfg.histogram_bins}")
-    if cfg.reject_examples < 0 or cfg.max_record_chars < 20:
-        raise ConfigError("report.reject_examples must be >= 0 and report.max_record_chars >= 20")
-    for p in cfg.pins:
-        if not isinstance(p, str) or not p:
-            raise ConfigError(f"report.pins must be non-empty pin ids, got {p!r}")
-
-
-def render_report(build_dir: Path, cfg: ReportConfig, *, images_root: Path | None = None) -> str:
+def render_report(build_dir: Path, cfg: ReportSettings, *, images_root: Path | None = None) -> str:
     """The report page for a build folder, as an HTML string (see write_report)."""
-    _check_cfg(cfg)
     build = open_build(build_dir)
     if images_root is None:
         root = build.manifest.get("images_root")
@@ -629,7 +610,7 @@ def render_report(build_dir: Path, cfg: ReportConfig, *, images_root: Path | Non
     return _env().get_template("report.html.j2").render(**ctx)
 
 
-def write_report(build_dir: Path, cfg: ReportConfig, *, images_root: Path | None = None, out: Path | None = None) -> Path:
+def write_report(build_dir: Path, cfg: ReportSettings, *, images_root: Path | None = None, out: Path | None = None) -> Path:
     """Write the report for a build folder to `out` (default BUILD/report.html); return its path.
 
     Raises InputError when the build folder lacks a file or a column the report needs, and

@@ -6,10 +6,10 @@ import polars as pl
 import pytest
 
 from pinfeatures.build.aggregate import aggregate
-from pinfeatures.config import BuildConfig
+from pinfeatures.build.settings import BuildSettings
 from pinfeatures.sqlrun import connect, load_sql, run_sql
 
-WEIGHTS = dict(BuildConfig().action_weights)  # impression 0, closeup .5, click 1, long_click 2, save 3
+WEIGHTS = dict(BuildSettings().action_weights)  # impression 0, closeup .5, click 1, long_click 2, save 3
 NO_SAVES = pl.DataFrame(schema={"pin_id": pl.Utf8, "board_id": pl.Utf8})
 NO_BOARDS = pl.DataFrame(schema={"board_id": pl.Utf8, "title": pl.Utf8})
 

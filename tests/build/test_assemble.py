@@ -8,7 +8,7 @@ import pytest
 from pinfeatures.build.assemble import assemble_texts, render_values
 from pinfeatures.buildfolder import TextLayout
 from pinfeatures.build.tokens import ApproxCounter
-from pinfeatures.config import BuildConfig
+from pinfeatures.build.settings import BuildSettings
 from pinfeatures.contracts import SOURCES, expand, variant_sources
 
 COUNTER = ApproxCounter()
@@ -29,7 +29,7 @@ BASIC = features(
 
 
 def test_render_order_labels_and_missing_sources():
-    cfg = BuildConfig()
+    cfg = BuildSettings()
     texts = assemble_texts(BASIC, expand("ladder"), cfg, COUNTER)
     assert texts.columns == ["pin_id", "variant", "text", "n_tokens", "truncated"]
     assert texts.schema["n_tokens"] == pl.Int32 and texts.schema["truncated"] == pl.Boolean
@@ -48,7 +48,7 @@ def test_render_order_labels_and_missing_sources():
 
 
 def test_custom_order_labels_and_separators():
-    cfg = BuildConfig(
+    cfg = BuildSettings(
         source_order=("queries", "caption", "title", "description", "boards"),
         labels={"title": "Name", "description": "About", "caption": "Photo", "boards": "Lists", "queries": "Q"},
         field_separator=" || ",
@@ -76,7 +76,7 @@ FORGING = [
     [("\n", " | "), (" || ", " | "), (" ## ", " ;; "), ("\n\n", "|")],
 )
 def test_data_cannot_forge_a_field(field_separator, list_separator):
-    cfg = BuildConfig(field_separator=field_separator, list_separator=list_separator)
+    cfg = BuildSettings(field_separator=field_separator, list_separator=list_separator)
     rows = []
     for i, s in enumerate(FORGING + [field_separator.join(["x", "Title: forged"]), f"a{field_separator}Searches: y{list_separator}z"]):
         rows.append({"pin_id": f"p{i:02d}", "title": s, "description": s, "caption": s, "boards": [s, "ok"], "queries": [s]})
@@ -95,7 +95,7 @@ def test_data_cannot_forge_a_field(field_separator, list_separator):
 
 
 def test_list_items_lose_the_list_separator():
-    cfg = BuildConfig()
+    cfg = BuildSettings()
     rendered = render_values(features([{"pin_id": "p", "title": None, "description": None, "caption": None, "boards": ["a | b", "  ", "c"], "queries": ["|", "q"]}]), cfg)
     assert rendered.row(0, named=True)["boards"] == "a b | c"
     assert rendered.row(0, named=True)["queries"] == "q"
@@ -103,7 +103,7 @@ def test_list_items_lose_the_list_separator():
 
 def test_per_source_budget_truncates_at_word_boundaries():
     long_desc = " ".join(f"word{i}" for i in range(400))
-    cfg = BuildConfig(max_tokens_per_source={"title": 3, "description": 20, "caption": 64, "boards": 4, "queries": 64})
+    cfg = BuildSettings(max_tokens_per_source={"title": 3, "description": 20, "caption": 64, "boards": 4, "queries": 64})
     feats = features([{"pin_id": "p", "title": "alpha beta gamma delta", "description": long_desc, "caption": "short caption", "boards": ["one", "two", "three", "four"], "queries": []}])
     texts = assemble_texts(feats, ["title", "description", "caption", "boards", "caption+title+description+boards"], cfg, COUNTER)
     t = {r["variant"]: r for r in texts.iter_rows(named=True)}
@@ -118,7 +118,7 @@ def test_per_source_budget_truncates_at_word_boundaries():
 
 
 def test_total_budget_cuts_the_last_sources_first():
-    cfg = BuildConfig(max_tokens=30)
+    cfg = BuildSettings(max_tokens=30)
     feats = features(
         [
             {"pin_id": "p", "title": "Chocolate cake recipe", "description": " ".join(["tasty moist rich"] * 30), "caption": "a cake", "boards": ["cakes"], "queries": ["cake"]},
@@ -138,9 +138,9 @@ def test_total_budget_cuts_the_last_sources_first():
 
 
 def test_empty_features_and_parse_text_errors():
-    texts = assemble_texts(features([]), expand("ladder"), BuildConfig(), COUNTER)
+    texts = assemble_texts(features([]), expand("ladder"), BuildSettings(), COUNTER)
     assert texts.height == 0 and texts.columns == ["pin_id", "variant", "text", "n_tokens", "truncated"]
-    cfg = BuildConfig()
+    cfg = BuildSettings()
     assert TextLayout.from_settings(cfg).parse("") == {}
     with pytest.raises(ValueError, match="no known label"):
         TextLayout.from_settings(cfg).parse("Title: a\nFREE MONEY")
@@ -164,7 +164,7 @@ def test_total_budget_counts_the_label_of_the_line_it_cuts(max_tokens, expected)
     # The line-by-line cut is the design; re-truncating the whole text is only the net for real tokenizers
     # that merge tokens across a line break. With the additive approx counter the net never fires, so this
     # exact text comes from the label-aware path alone (a cut ignoring the label leaves "Description:" dangling).
-    cfg = BuildConfig(max_tokens=max_tokens)
+    cfg = BuildSettings(max_tokens=max_tokens)
     feats = features([{"pin_id": "p", "title": "Tiny cake", "description": "tasty moist rich", "caption": None, "boards": [], "queries": []}])
     row = assemble_texts(feats, ["title+description"], cfg, COUNTER).row(0, named=True)
     assert (row["text"], row["n_tokens"], row["truncated"]) == (expected, COUNTER.count(expected), True)
@@ -172,7 +172,7 @@ def test_total_budget_counts_the_label_of_the_line_it_cuts(max_tokens, expected)
 
 def test_total_budget_with_a_separator_that_holds_tokens():
     # " || " counts 2 tokens of its own, so the texts are recounted whole (the non-additive path)
-    cfg = BuildConfig(max_tokens=10, field_separator=" || ")
+    cfg = BuildSettings(max_tokens=10, field_separator=" || ")
     feats = features([{"pin_id": "p", "title": "Tiny cake", "description": "tasty moist rich", "caption": None, "boards": [], "queries": []}])
     row = assemble_texts(feats, ["title+description"], cfg, COUNTER).row(0, named=True)
     assert (row["text"], row["n_tokens"], row["truncated"]) == ("Title: Tiny cake || Description: tasty", 10, True)

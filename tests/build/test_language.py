@@ -18,7 +18,7 @@ from pinfeatures.build.language import (
     uniform_prior,
 )
 from pinfeatures.build.language_model import languages
-from pinfeatures.config import BuildConfig
+from pinfeatures.build.settings import BuildSettings
 from pinfeatures.errors import ConfigError
 
 TEXTS = {
@@ -161,13 +161,13 @@ def test_max_chars_bounds_the_text():
     [
         ("language_min_confidence", 1.5, "language_min_confidence must be between 0 and 1"),
         ("language_prior_weight", -0.1, "language_prior_weight must be between 0 and 1"),
-        ("language_temperature", 0.0, "language_temperature must be > 0"),
-        ("language_min_letters", 0, "language_min_letters must be >= 1"),
+        ("language_temperature", 0.0, "language_temperature must be between 1e-06 and 1e[+]06, got 0"),
+        ("language_min_letters", 0, "language_min_letters must be between 1 and 1000000, got 0"),
     ],
 )
 def test_bad_settings(setting, value, message):
     with pytest.raises(ConfigError, match=message):
-        BuildConfig(**{setting: value})
+        BuildSettings(**{setting: value})
 
 
 def test_shards_with_summed_counts_answer_as_the_whole_build():

@@ -20,7 +20,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from pandas_baseline import pandas_aggregate  # noqa: E402
 
-from pinfeatures.config import make_config  # noqa: E402
+from pinfeatures.build.settings import BuildSettings  # noqa: E402
+from pinfeatures.caption.settings import CaptionSettings  # noqa: E402
+from pinfeatures.contracts import DEFAULT_ACTION_WEIGHTS  # noqa: E402
 from pinfeatures.errors import InputError  # noqa: E402
 
 
@@ -95,7 +97,7 @@ def small(tmp_path: Path) -> Path:
 
 
 def test_rankings_exact(small: Path) -> None:
-    boards, queries = pandas_aggregate(small, make_config())
+    boards, queries = pandas_aggregate(small, BuildSettings())
     assert as_dict(boards, "boards") == {
         "p1": ["cakes", "desserts", "apple", "zebra"],
         "p2": ["zebra"],
@@ -107,18 +109,18 @@ def test_rankings_exact(small: Path) -> None:
 
 
 def test_top_k_and_threshold_settings(small: Path) -> None:
-    cfg = make_config(board_top_k=2, query_top_k=1, query_min_users=2)
+    cfg = BuildSettings(board_top_k=2, query_top_k=1, min_users=2)
     boards, queries = pandas_aggregate(small, cfg)
     assert as_dict(boards, "boards")["p1"] == ["cakes", "desserts"]
     # k=2 lets 'mud pie' (save x5 = 15.0, 2 users) in, and it ranks first
     assert as_dict(queries, "queries") == {"p1": ["mud pie"], "p2": ["scones"]}
-    cfg = make_config(query_min_users=2, query_top_k=10)
+    cfg = BuildSettings(min_users=2, query_top_k=10)
     _, queries = pandas_aggregate(small, cfg)
     assert as_dict(queries, "queries")["p1"] == ["mud pie", "brownies", "chocolate cake", "pavlova", "cake"]
 
 
 def test_action_weights_from_config(small: Path) -> None:
-    cfg = make_config(action_weights={"closeup": 10.0})
+    cfg = BuildSettings(action_weights={**DEFAULT_ACTION_WEIGHTS, "closeup": 10.0})
     _, queries = pandas_aggregate(small, cfg)
     # 'cake' = 3 closeups x 10 = 30 now ranks first
     assert as_dict(queries, "queries")["p1"] == ["cake", "brownies", "chocolate cake"]
@@ -130,7 +132,7 @@ def test_without_user_column_counts_engaged_events(tmp_path: Path) -> None:
     write_jsonl([{"query": "a", "pin_id": 1, "action": "click"}] * 3
                 + [{"query": "b", "pin_id": 1, "action": "click"}] * 2
                 + [{"query": "c", "pin_id": 2, "action": "impression"}] * 9, tmp_path / "engagements.jsonl")
-    boards, queries = pandas_aggregate(tmp_path, make_config())
+    boards, queries = pandas_aggregate(tmp_path, BuildSettings())
     assert boards.empty
     assert as_dict(queries, "queries") == {"1": ["a"]}
 
@@ -141,7 +143,7 @@ def test_integer_ids_with_nulls_in_parquet(tmp_path: Path) -> None:
     # a null in an integer column makes pandas read it as float: 1001.0 must still match '1001'
     pq.write_table(pa.table({"pin_id": pa.array([1001, None, 1002], pa.int64()), "board_id": ["b1", "b1", "b1"]}),
                    tmp_path / "saves.parquet")
-    boards, _ = pandas_aggregate(tmp_path, make_config())
+    boards, _ = pandas_aggregate(tmp_path, BuildSettings())
     assert as_dict(boards, "boards") == {"1001": ["cakes"], "1002": ["cakes"]}
 
 
@@ -165,18 +167,18 @@ def test_parts_folder_and_cli(tmp_path: Path, small: Path) -> None:
 
 def test_bad_input(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no pins table"):
-        pandas_aggregate(tmp_path, make_config())
+        pandas_aggregate(tmp_path, BuildSettings())
     pq.write_table(pa.table({"id": ["p1"]}), tmp_path / "pins.parquet")
     with pytest.raises(InputError, match="pin_id"):
-        pandas_aggregate(tmp_path, make_config())
+        pandas_aggregate(tmp_path, BuildSettings())
     pq.write_table(pa.table({"pin_id": ["p1"]}), tmp_path / "pins.parquet")
     write_jsonl([{"query": "a", "pin_id": "p1"}], tmp_path / "engagements.jsonl")  # no action column
     with pytest.raises(InputError, match="action"):
-        pandas_aggregate(tmp_path, make_config())
+        pandas_aggregate(tmp_path, BuildSettings())
 
 
 def test_hostile_fixtures_do_not_crash() -> None:
-    boards, queries = pandas_aggregate(ROOT / "fixtures" / "hostile", make_config())
+    boards, queries = pandas_aggregate(ROOT / "fixtures" / "hostile", BuildSettings())
     b = as_dict(boards, "boards")
     # integer pin ids in saves.parquet match pins '1001'; 'Cakes' + 'CAKES' boards merge (3 saves)
     assert b["1001"][0] == "cakes"
@@ -223,7 +225,7 @@ def test_make_synthetic_deterministic_and_shaped(tmp_path: Path) -> None:
     boards = pl.read_parquet(a / "boards.parquet")
     assert saves.height == 12000 and set(saves["board_id"].unique()) <= set(boards["board_id"])
     # both aggregations find something on it
-    b_df, q_df = pandas_aggregate(a, make_config())
+    b_df, q_df = pandas_aggregate(a, BuildSettings())
     assert len(b_df) > 1000 and len(q_df) > 100
 
 
@@ -281,9 +283,9 @@ def test_same_lists_as_the_build_on_fixtures(tmp_path: Path, name: str) -> None:
     from pinfeatures.build.run import run_build
 
     out = tmp_path / "build"
-    run_build(make_config(input=str(ROOT / "fixtures" / name), out=str(out), cache=str(tmp_path / "cache"), quiet=True))
+    run_build(BuildSettings(input=str(ROOT / "fixtures" / name), out=str(out), caption=CaptionSettings(cache=str(tmp_path / "cache")), quiet=True))
     feats = pq.read_table(out / "features.parquet", columns=["pin_id", "boards", "queries"]).to_pylist()
-    boards, queries = pandas_aggregate(ROOT / "fixtures" / name, make_config())
+    boards, queries = pandas_aggregate(ROOT / "fixtures" / name, BuildSettings())
     b, q = as_dict(boards, "boards"), as_dict(queries, "queries")
     assert {r["pin_id"]: list(r["boards"]) for r in feats} == {r["pin_id"]: b.get(r["pin_id"], []) for r in feats}
     assert {r["pin_id"]: list(r["queries"]) for r in feats} == {r["pin_id"]: q.get(r["pin_id"], []) for r in feats}

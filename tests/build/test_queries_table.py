@@ -13,10 +13,11 @@ from pinfeatures.build.language import LanguageSettings, detect_languages
 from pinfeatures.build.queries import QUERY_COLUMNS, query_languages, query_table
 from pinfeatures.build.run import run_build
 from pinfeatures.build.scrub import normalize_phrase
-from pinfeatures.config import BuildConfig, make_config
+from pinfeatures.build.settings import BuildSettings
+from pinfeatures.build.settings import BuildSettings
 
 ROOT = Path(__file__).resolve().parents[2]
-WEIGHTS = dict(BuildConfig().action_weights)  # impression 0, closeup .5, click 1, long_click 2, save 3
+WEIGHTS = dict(BuildSettings().action_weights)  # impression 0, closeup .5, click 1, long_click 2, save 3
 NO_SAVES = pl.DataFrame(schema={"pin_id": pl.Utf8, "board_id": pl.Utf8})
 NO_BOARDS = pl.DataFrame(schema={"board_id": pl.Utf8, "title": pl.Utf8})
 
@@ -113,7 +114,7 @@ def _raw_rows(path: Path) -> list[dict]:
 def test_hostile_build_keeps_only_queries_past_the_threshold(tmp_path):
     """Every query in queries.parquet has a pin with >= k distinct engaging users, counted here from the raw file."""
     k = 2
-    cfg = make_config(None, input=str(ROOT / "fixtures" / "hostile"), out=str(tmp_path / "out"), quiet=True, query_min_users=k)
+    cfg = BuildSettings(input=str(ROOT / "fixtures" / "hostile"), out=str(tmp_path / "out"), quiet=True, min_users=k)
     run_build(cfg)
     queries = pl.read_parquet(tmp_path / "out" / "queries.parquet")
     assert queries.columns == list(QUERY_COLUMNS) and queries.height > 0

@@ -11,7 +11,7 @@ import pytest
 from conftest import build, small_tables, write_inputs, write_table
 
 from pinfeatures.build.read import input_tables, locate, read_table
-from pinfeatures.config import BuildConfig
+from pinfeatures.build.settings import BuildSettings
 from pinfeatures.errors import InputError
 
 FEATURE_KEYS = ["pin_id", "title", "description", "boards", "queries", "language"]
@@ -66,7 +66,7 @@ def test_flag_overrides_the_table_in_the_input_folder(tmp_path):
     tables = small_tables()
     write_inputs(tmp_path / "in", tables, "parquet")
     other = write_table(tables["boards"].with_columns(pl.lit("Other").alias("title")), tmp_path / "elsewhere" / "b", "csv")
-    cfg = BuildConfig(input=str(tmp_path / "in"), boards=str(other))
+    cfg = BuildSettings(input=str(tmp_path / "in"), boards=str(other))
     found = input_tables(cfg)
     assert found["boards"].path == other and found["pins"].path == tmp_path / "in" / "pins.parquet"
     assert "captions" not in found

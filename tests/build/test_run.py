@@ -10,7 +10,8 @@ import pytest
 from conftest import FIXTURES, build
 
 from pinfeatures.buildfolder import TextLayout
-from pinfeatures.config import BuildConfig, CaptionConfig
+from pinfeatures.build.settings import BuildSettings
+from pinfeatures.caption.settings import CaptionSettings
 from pinfeatures.contracts import SOURCES, expand, variant_sources
 from pinfeatures.errors import ConfigError, InputError
 
@@ -61,7 +62,7 @@ def test_outputs_and_manifest(fixture_build):
     keys = [(r[0], order[r[1]]) for r in texts.select("pin_id", "variant").rows()]
     assert keys == sorted(keys)
     for row in texts.iter_rows(named=True):
-        assert set(TextLayout.from_settings(BuildConfig()).parse(row["text"])) <= set(variant_sources(row["variant"]))
+        assert set(TextLayout.from_settings(BuildSettings()).parse(row["text"])) <= set(variant_sources(row["variant"]))
 
 
 def test_two_builds_are_byte_identical(fixture_build, tmp_path):
@@ -121,7 +122,7 @@ def test_hostile_build(hostile_build):
     assert "chocolate cake" in dict(features.select("pin_id", "queries").rows())["1001"]
     # every text parses back: each source at most once, no forged or unknown line
     for row in texts.iter_rows(named=True):
-        parsed = TextLayout.from_settings(BuildConfig()).parse(row["text"])
+        parsed = TextLayout.from_settings(BuildSettings()).parse(row["text"])
         assert set(parsed) <= set(variant_sources(row["variant"]))
         assert row["n_tokens"] <= 512
     for v in features.get_column("description").drop_nulls().to_list() + features.get_column("title").drop_nulls().to_list():
@@ -130,7 +131,7 @@ def test_hostile_build(hostile_build):
 
 def test_build_errors(tmp_path):
     with pytest.raises(ConfigError, match="--out is required"):
-        build_cfg = BuildConfig(input=str(FIXTURES / "input"))
+        build_cfg = BuildSettings(input=str(FIXTURES / "input"))
         from pinfeatures.build.run import run_build
 
         run_build(build_cfg)
@@ -165,7 +166,7 @@ def test_precomputed_captions_by_pin_and_by_image_sha256(tmp_path):
 
     for model in (None, "demo"):
         out = tmp_path / f"out-{model}"
-        manifest = build(out, input=str(folder), images_root=str(FIXTURES / "images"), caption=CaptionConfig(model=model))
+        manifest = build(out, input=str(folder), images_root=str(FIXTURES / "images"), caption=CaptionSettings(caption_model=model))
         features = pl.read_parquet(out / "features.parquet")
         by_pin = {r["pin_id"]: r for r in features.iter_rows(named=True)}
         assert by_pin[first["pin_id"]]["caption"] == "Given caption"  # cleaned like every text

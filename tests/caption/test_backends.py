@@ -24,7 +24,7 @@ from pinfeatures.caption.backends import (
     resolve_dtype,
     resolve_model,
 )
-from pinfeatures.config import CaptionConfig
+from pinfeatures.caption.settings import CaptionSettings
 from pinfeatures.errors import ConfigError, ModelError
 
 IMAGES = [Image.new("RGB", (48, 40), c) for c in ("red", "navy", "green")]
@@ -46,7 +46,7 @@ def coca(tmp_path_factory) -> tuple[str, Path]:
 
 
 def test_blip_encoder_decoder_loads_and_captions(blip_dir):
-    cfg = CaptionConfig(model=str(blip_dir), max_new_tokens=6)
+    cfg = CaptionSettings(caption_model=str(blip_dir), max_new_tokens=6)
     spec = resolve_model(cfg)
     assert spec.kind == "hf" and spec.path == str(blip_dir.resolve())
     assert spec.identity["prompt"] is None  # a captioner takes no prompt
@@ -62,22 +62,22 @@ def test_blip_encoder_decoder_loads_and_captions(blip_dir):
 
 
 def test_fingerprint_tracks_model_and_generation_settings(blip_dir, tmp_path):
-    base = resolve_model(CaptionConfig(model=str(blip_dir)))
-    assert resolve_model(CaptionConfig(model=str(blip_dir))).fingerprint == base.fingerprint
-    assert resolve_model(CaptionConfig(model=str(blip_dir), max_new_tokens=7)).fingerprint != base.fingerprint
-    assert resolve_model(CaptionConfig(model=str(blip_dir), num_beams=2)).fingerprint != base.fingerprint
-    with_min = resolve_model(CaptionConfig(model=str(blip_dir), min_new_tokens=2))
+    base = resolve_model(CaptionSettings(caption_model=str(blip_dir)))
+    assert resolve_model(CaptionSettings(caption_model=str(blip_dir))).fingerprint == base.fingerprint
+    assert resolve_model(CaptionSettings(caption_model=str(blip_dir), max_new_tokens=7)).fingerprint != base.fingerprint
+    assert resolve_model(CaptionSettings(caption_model=str(blip_dir), num_beams=2)).fingerprint != base.fingerprint
+    with_min = resolve_model(CaptionSettings(caption_model=str(blip_dir), min_new_tokens=2))
     assert with_min.identity["min_new_tokens"] == 2 and with_min.fingerprint != base.fingerprint
-    assert resolve_model(CaptionConfig(model=str(blip_dir), min_new_tokens=3)).fingerprint != with_min.fingerprint
+    assert resolve_model(CaptionSettings(caption_model=str(blip_dir), min_new_tokens=3)).fingerprint != with_min.fingerprint
     # a prompt edit does not invalidate a captioner's cache (it does not read prompts)
-    assert resolve_model(CaptionConfig(model=str(blip_dir), prompt="Other.")).fingerprint == base.fingerprint
+    assert resolve_model(CaptionSettings(caption_model=str(blip_dir), prompt="Other.")).fingerprint == base.fingerprint
     # different weights (another seed) -> another fingerprint
     other = build_tiny_blip(tmp_path / "blip2", seed=1)
-    assert resolve_model(CaptionConfig(model=str(other))).fingerprint != base.fingerprint
+    assert resolve_model(CaptionSettings(caption_model=str(other))).fingerprint != base.fingerprint
 
 
 def test_chat_vlm_idefics3_gets_prompt_through_chat_template(idefics_dir):
-    cfg = CaptionConfig(model=str(idefics_dir), max_new_tokens=5, prompt="Describe this image.")
+    cfg = CaptionSettings(caption_model=str(idefics_dir), max_new_tokens=5, prompt="Describe this image.")
     spec = resolve_model(cfg)
     assert spec.identity["prompt"] == "Describe this image."
     cap = load_captioner(spec, cfg)
@@ -87,39 +87,39 @@ def test_chat_vlm_idefics3_gets_prompt_through_chat_template(idefics_dir):
     out = cap.caption(IMAGES)
     # the prompt is cut off: no caption repeats the prompt or the chat roles; the words are the seed's
     assert out == ["yellow golden room car fern", "by winter puppy two girl", "by winter simple train on"]
-    other = resolve_model(CaptionConfig(model=str(idefics_dir), max_new_tokens=5, prompt="What is this?"))
+    other = resolve_model(CaptionSettings(caption_model=str(idefics_dir), max_new_tokens=5, prompt="What is this?"))
     assert other.fingerprint != spec.fingerprint
 
 
 def test_open_clip_coca_with_weights_file(coca):
     arch, weights = coca
-    cfg = CaptionConfig(model=f"open_clip:{arch}", weights=str(weights), max_new_tokens=6, min_new_tokens=6)
+    cfg = CaptionSettings(caption_model=f"open_clip:{arch}", caption_weights=str(weights), max_new_tokens=6, min_new_tokens=6)
     spec = resolve_model(cfg)
     assert spec.kind == "open_clip" and len(spec.identity["weights_sha256"]) == 64
     # every generation setting is in the open_clip fingerprint too
     for change in ({"min_new_tokens": 5}, {"max_new_tokens": 7}):
-        other = CaptionConfig(model=f"open_clip:{arch}", weights=str(weights), **{"max_new_tokens": 6, "min_new_tokens": 6, **change})
+        other = CaptionSettings(caption_model=f"open_clip:{arch}", caption_weights=str(weights), **{"max_new_tokens": 6, "min_new_tokens": 6, **change})
         assert resolve_model(other).fingerprint != spec.fingerprint
     cap = load_captioner(spec, cfg)
     assert isinstance(cap, OpenClipCocaCaptioner) and cap.target_size == 32
     # the tiny random CoCa's decoder prefers "!": six forced tokens each (min_new_tokens = 6)
     assert cap.caption(IMAGES) == ["!!!!!!"] * 3
     with pytest.raises(ModelError, match="caption-weights"):
-        resolve_model(CaptionConfig(model=f"open_clip:{arch}"))
+        resolve_model(CaptionSettings(caption_model=f"open_clip:{arch}"))
     with pytest.raises(ModelError, match="not found"):
-        resolve_model(CaptionConfig(model=f"open_clip:{arch}", weights="/nonexistent.safetensors"))
+        resolve_model(CaptionSettings(caption_model=f"open_clip:{arch}", caption_weights="/nonexistent.safetensors"))
     with pytest.raises(ModelError, match="no architecture"):
-        load_captioner(resolve_model(CaptionConfig(model="open_clip:nope-arch", weights=str(weights))), cfg)
+        load_captioner(resolve_model(CaptionSettings(caption_model="open_clip:nope-arch", caption_weights=str(weights))), cfg)
     with pytest.raises(ModelError, match="cannot be loaded"):
         bad = weights.parent / "bad.safetensors"
         bad.write_bytes(b"garbage")
-        load_captioner(resolve_model(CaptionConfig(model=f"open_clip:{arch}", weights=str(bad))), cfg)
+        load_captioner(resolve_model(CaptionSettings(caption_model=f"open_clip:{arch}", caption_weights=str(bad))), cfg)
 
 
 def test_demo_model_resolves_from_any_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert demo_model_path() == ROOT / "fixtures" / "models" / "demo-captioner"
-    cfg = CaptionConfig(model="demo", max_new_tokens=8)
+    cfg = CaptionSettings(caption_model="demo", max_new_tokens=8)
     spec = resolve_model(cfg)
     assert spec.identity["model"] == "demo"
     words = load_captioner(spec, cfg).caption(IMAGES[:1])[0].split()
@@ -128,29 +128,29 @@ def test_demo_model_resolves_from_any_cwd(tmp_path, monkeypatch):
 
 def test_bad_models_and_settings(tmp_path, blip_dir):
     with pytest.raises(ModelError, match="not a hub id|cannot be had"):
-        resolve_model(CaptionConfig(model=str(tmp_path / "missing" / "deep" / "x")))
+        resolve_model(CaptionSettings(caption_model=str(tmp_path / "missing" / "deep" / "x")))
     with pytest.raises(ModelError, match="cannot be had"):
-        resolve_model(CaptionConfig(model="someone/not-a-model"))  # HF_HUB_OFFLINE=1
+        resolve_model(CaptionSettings(caption_model="someone/not-a-model"))  # HF_HUB_OFFLINE=1
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ModelError, match="config.json"):
-        resolve_model(CaptionConfig(model=str(empty)))
+        resolve_model(CaptionSettings(caption_model=str(empty)))
     (empty / "config.json").write_text("{}")
     with pytest.raises(ModelError, match="safetensors"):
-        resolve_model(CaptionConfig(model=str(empty)))
+        resolve_model(CaptionSettings(caption_model=str(empty)))
     (empty / "model.safetensors").write_bytes(b"x")
     with pytest.raises(ModelError, match="config cannot be read|cannot be loaded"):
-        load_captioner(resolve_model(CaptionConfig(model=str(empty))), CaptionConfig(model=str(empty)))
+        load_captioner(resolve_model(CaptionSettings(caption_model=str(empty))), CaptionSettings(caption_model=str(empty)))
     f = tmp_path / "file.bin"
     f.write_bytes(b"x")
     with pytest.raises(ModelError, match="is a file"):
-        resolve_model(CaptionConfig(model=str(f)))
+        resolve_model(CaptionSettings(caption_model=str(f)))
     with pytest.raises(ConfigError, match="max_new_tokens"):
-        resolve_model(CaptionConfig(model=str(blip_dir), max_new_tokens=0))
+        resolve_model(CaptionSettings(caption_model=str(blip_dir), max_new_tokens=0))
     with pytest.raises(ConfigError, match="min_new_tokens"):
-        resolve_model(CaptionConfig(model=str(blip_dir), max_new_tokens=3, min_new_tokens=5))
+        resolve_model(CaptionSettings(caption_model=str(blip_dir), max_new_tokens=3, min_new_tokens=5))
     with pytest.raises(ConfigError, match="batch_size"):
-        resolve_model(CaptionConfig(model=str(blip_dir), batch_size=0))
+        resolve_model(CaptionSettings(caption_model=str(blip_dir), batch_size=0))
 
 
 def test_device_and_dtype_resolution():
@@ -176,17 +176,17 @@ def test_cpu_threads_policy():
 
     before = torch.get_num_threads()
     try:
-        assert set_cpu_threads(CaptionConfig(cpu_threads=1)) == 1 and torch.get_num_threads() == 1
-        auto = set_cpu_threads(CaptionConfig(loader_workers=2))
+        assert set_cpu_threads(CaptionSettings(cpu_threads=1)) == 1 and torch.get_num_threads() == 1
+        auto = set_cpu_threads(CaptionSettings(loader_workers=2))
         assert auto == max(1, (os.cpu_count() or 1) - 2)
         with pytest.raises(ConfigError, match="cpu_threads"):
-            set_cpu_threads(CaptionConfig(cpu_threads=-1))
+            set_cpu_threads(CaptionSettings(cpu_threads=-1))
     finally:
         torch.set_num_threads(before)
 
 
 def test_forced_bfloat16_on_cpu_still_captions(blip_dir):
-    cfg = CaptionConfig(model=str(blip_dir), max_new_tokens=4, dtype="bfloat16")
+    cfg = CaptionSettings(caption_model=str(blip_dir), max_new_tokens=4, dtype="bfloat16")
     cap = load_captioner(resolve_model(cfg), cfg)
     assert cap.dtype == "bfloat16"
     assert next(cap.model.parameters()).dtype.is_floating_point

@@ -39,7 +39,7 @@ from pinfeatures.caption.images import (  # noqa: E402
     resolve_local,
     sha256_hex,
 )
-from pinfeatures.config import CaptionConfig  # noqa: E402
+from pinfeatures.caption.settings import CaptionSettings  # noqa: E402
 from pinfeatures.errors import ConfigError  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -428,15 +428,15 @@ def test_bad_urls_never_touch_the_network(root: Path):
 
 
 def test_settings_from_caption_config_and_validation():
-    cfg = CaptionConfig(max_image_bytes=123, max_image_pixels=456, fetch_timeout_s=1.5, fetch_retries=0, fetch_concurrency=3)
+    cfg = CaptionSettings(max_image_bytes=123, max_image_pixels=456, fetch_timeout_s=1.5, fetch_retries=0, fetch_concurrency=3)
     s = ImageSettings.from_caption_config(cfg)
     assert (s.max_bytes, s.max_pixels, s.fetch_timeout_s, s.fetch_retries, s.fetch_concurrency) == (123, 456, 1.5, 0, 3)
-    assert ImageSettings.from_caption_config(CaptionConfig()) == ImageSettings()
+    assert ImageSettings.from_caption_config(CaptionSettings()) == ImageSettings()
     for bad in ({"max_bytes": 0}, {"max_pixels": -1}, {"fetch_timeout_s": 0}, {"fetch_retries": -1}, {"fetch_concurrency": 0}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             ImageSettings(**bad)
-    with pytest.raises(ConfigError, match="max_bytes"):
-        ImageSettings.from_caption_config(CaptionConfig(max_image_bytes=0))
+    with pytest.raises(ConfigError, match="caption.max_image_bytes must be between 1 and"):
+        CaptionSettings(max_image_bytes=0)  # checked when the caption settings are made, before any image
     with pytest.raises(ValueError):
         read_images([], None, FAST, workers=0)
     with pytest.raises(ValueError):
@@ -669,11 +669,11 @@ def test_allow_private_addresses_opts_in(server: ImageServer):
     assert one(server.url("/a.png"), None, ImageSettings(fetch_retries=0)).status == "blocked_address"
     got = one(server.url("/a.png"), None, ImageSettings(fetch_retries=0, allow_private_addresses=True))
     assert got.status == "ok" and got.sha256 == sha256_hex(server.files["/a.png"])
-    cfg = CaptionConfig(allow_private_addresses=True, fetch_deadline_s=7.5)
+    cfg = CaptionSettings(allow_private_addresses=True, fetch_deadline_s=7.5)
     settings = ImageSettings.from_caption_config(cfg)
     assert (settings.allow_private_addresses, settings.fetch_deadline_s) == (True, 7.5)
     assert one(server.url("/b.jpg"), None, settings).status == "ok"
-    assert ImageSettings.from_caption_config(CaptionConfig()).allow_private_addresses is False
+    assert ImageSettings.from_caption_config(CaptionSettings()).allow_private_addresses is False
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from PIL import Image
 from pinfeatures.caption.backends import load_captioner, resolve_model
 from pinfeatures.caption.cache import CaptionCache
 from pinfeatures.caption.loop import caption_pins
-from pinfeatures.config import CaptionConfig
+from pinfeatures.caption.settings import CaptionSettings
 from pinfeatures.errors import InputError, ModelError
 
 
@@ -62,8 +62,8 @@ def images(tmp_path) -> Path:
     return root
 
 
-def cfg_for(blip_dir, **kw) -> CaptionConfig:
-    return CaptionConfig(model=str(blip_dir), max_new_tokens=6, batch_size=3, **kw)
+def cfg_for(blip_dir, **kw) -> CaptionSettings:
+    return CaptionSettings(caption_model=str(blip_dir), max_new_tokens=6, batch_size=3, **kw)
 
 
 def pins_frame(refs) -> pl.DataFrame:
@@ -109,7 +109,7 @@ def test_cache_hits_misses_and_fingerprint_change(blip_dir, images, tmp_path):
     _, s3 = caption_pins(pins_frame(refs2), cfg, images_root=images, cache_dir=cache_dir, quiet=True, captioner=cap)
     assert (s3["cache_hits"], s3["captioned"], cap.seen) == (6, 2, 2)
     # another generation setting is another fingerprint: all recaptioned, old rows kept
-    cfg2 = CaptionConfig(model=str(blip_dir), max_new_tokens=4, batch_size=3)
+    cfg2 = CaptionSettings(caption_model=str(blip_dir), max_new_tokens=4, batch_size=3)
     _, s4 = caption_pins(pins_frame(refs), cfg2, images_root=images, cache_dir=cache_dir, quiet=True)
     assert s4["fingerprint"] != s1["fingerprint"] and (s4["cache_hits"], s4["captioned"]) == (0, 6)
     with CaptionCache(cache_dir) as cache:
@@ -133,7 +133,7 @@ def test_failures_cached_and_retried_only_when_asked(blip_dir, images, tmp_path)
     assert s2["cache_hits"] == 3 and s2["failures"] == {"unreadable": 2}
     # --retry-failed: the two failures are tried again (and fail again), the ok one is a hit
     time.sleep(0.01)
-    retry = CaptionConfig(model=str(blip_dir), max_new_tokens=6, batch_size=3, retry_failed=True)
+    retry = CaptionSettings(caption_model=str(blip_dir), max_new_tokens=6, batch_size=3, retry_failed=True)
     _, s3 = caption_pins(pins_frame(refs), retry, images_root=images, cache_dir=cache_dir, quiet=True)
     assert s3["cache_hits"] == 1 and s3["fingerprint"] == s1["fingerprint"] and s3["failures"] == {"unreadable": 2}
     with CaptionCache(cache_dir) as cache:
@@ -223,7 +223,7 @@ def test_every_bad_image_kind_is_a_status_not_a_crash(blip_dir, images, tmp_path
     expected[f"{http_server}/missing.jpg"] = "fetch_failed"
     expected[f"{http_server}/slow.jpg"] = "fetch_failed"
     refs = list(expected) + [None, "", "p1.jpg"]
-    cfg = CaptionConfig(model=str(blip_dir), max_new_tokens=5, batch_size=4, fetch_timeout_s=0.5, fetch_retries=0,
+    cfg = CaptionSettings(caption_model=str(blip_dir), max_new_tokens=5, batch_size=4, fetch_timeout_s=0.5, fetch_retries=0,
                         max_image_pixels=20_000_000, allow_private_addresses=True)  # the server is on 127.0.0.1
     out, stats = caption_pins(pins_frame(refs), cfg, images_root=images, cache_dir=tmp_path / "c", quiet=True)
     got = dict(zip(refs[: len(expected)], out["caption_status"].to_list()))
@@ -240,7 +240,7 @@ def test_every_bad_image_kind_is_a_status_not_a_crash(blip_dir, images, tmp_path
 
 def test_no_model_means_skipped_and_nothing_read(tmp_path):
     pins = pins_frame(["/etc/passwd", None, "http://127.0.0.1:9/x.jpg"])
-    out, stats = caption_pins(pins, CaptionConfig(model=None), images_root=None, cache_dir=tmp_path / "c")
+    out, stats = caption_pins(pins, CaptionSettings(caption_model=None), images_root=None, cache_dir=tmp_path / "c")
     assert out["caption_status"].to_list() == ["skipped"] * 3
     assert out["caption"].null_count() == 3 and out["image_sha256"].null_count() == 3
     assert stats["pins"] == 3 and stats["captioned"] == 0 and stats["status_counts"] == {"skipped": 3}
@@ -267,13 +267,13 @@ def test_bad_pins_frames_are_input_errors(blip_dir, tmp_path):
     out, _ = caption_pins(pins_frame(["a\x00b.jpg", "x" * 100_000, "javascript:alert(1)", "../../../../etc/passwd"]), cfg, **kw)
     assert out["caption_status"].to_list() == ["missing", "missing", "bad_url", "outside_root"]
     with pytest.raises(ModelError):
-        caption_pins(pins_frame(["x.jpg"]), CaptionConfig(model=str(tmp_path / "nomodel")), **kw)
+        caption_pins(pins_frame(["x.jpg"]), CaptionSettings(caption_model=str(tmp_path / "nomodel")), **kw)
 
 
 def test_degenerate_captions_and_clip_check(tmp_path, images):
     # the tiny random CoCa emits punctuation-only captions: the filter must catch them
     arch, weights = build_tiny_coca(tmp_path / "coca")
-    cfg = CaptionConfig(model=f"open_clip:{arch}", weights=str(weights), max_new_tokens=5, min_new_tokens=5, batch_size=4)
+    cfg = CaptionSettings(caption_model=f"open_clip:{arch}", caption_weights=str(weights), max_new_tokens=5, min_new_tokens=5, batch_size=4)
     refs = [f"p{i}.jpg" for i in range(4)]
     out, stats = caption_pins(pins_frame(refs), cfg, images_root=images, cache_dir=tmp_path / "c", quiet=True)
     with CaptionCache(tmp_path / "c") as cache:
@@ -286,12 +286,12 @@ def test_degenerate_captions_and_clip_check(tmp_path, images):
     assert "degenerate" in out["caption_status"].to_list()
 
     # CLIP check with the demo captioner and the tiny CoCa as the CLIP model (it has both towers)
-    base = {"model": "demo", "max_new_tokens": 6, "batch_size": 4, "clip_check_model": arch, "clip_check_weights": str(weights)}
+    base = {"caption_model": "demo", "max_new_tokens": 6, "batch_size": 4, "clip_check_model": arch, "clip_check_weights": str(weights)}
     # captions cached first without the check: turning it on scores the cached captions, no recaptioning
-    _, s_plain = caption_pins(pins_frame(refs), CaptionConfig(model="demo", max_new_tokens=6, batch_size=4),
+    _, s_plain = caption_pins(pins_frame(refs), CaptionSettings(caption_model="demo", max_new_tokens=6, batch_size=4),
                               images_root=images, cache_dir=tmp_path / "c2", quiet=True)
     assert s_plain["captioned"] == 4 and "clip_check" not in s_plain
-    flagged, s_keep = caption_pins(pins_frame(refs), CaptionConfig(**base, clip_min_score=2.0), images_root=images,
+    flagged, s_keep = caption_pins(pins_frame(refs), CaptionSettings(**base, clip_min_score=1.0), images_root=images,
                                    cache_dir=tmp_path / "c2", quiet=True)
     assert (s_keep["cache_hits"], s_keep["captioned"]) == (4, 0)
     assert s_keep["clip_check"]["flagged"] == 4 and s_keep["clip_check"]["dropped"] == 0
@@ -299,17 +299,17 @@ def test_degenerate_captions_and_clip_check(tmp_path, images):
         scores = cache._db.execute("SELECT score FROM clip_scores").fetchall()
     assert len(scores) == 4 and all(-1.0 <= s <= 1.0 for (s,) in scores)  # cosine similarities, stored
     assert flagged["caption_status"].to_list() == ["ok"] * 4  # flagged but kept
-    dropped, s_drop = caption_pins(pins_frame(refs), CaptionConfig(**base, clip_min_score=2.0, drop_flagged=True),
+    dropped, s_drop = caption_pins(pins_frame(refs), CaptionSettings(**base, clip_min_score=1.0, drop_flagged=True),
                                    images_root=images, cache_dir=tmp_path / "c2", quiet=True)
     assert dropped["caption_status"].to_list() == ["low_clip_score"] * 4 and dropped["caption"].null_count() == 4
     assert s_drop["captioned"] == 0 and s_drop["cache_hits"] == 4  # captions and scores both from the cache
-    kept, s_low = caption_pins(pins_frame(refs), CaptionConfig(**base, clip_min_score=-2.0, drop_flagged=True),
+    kept, s_low = caption_pins(pins_frame(refs), CaptionSettings(**base, clip_min_score=-1.0, drop_flagged=True),
                                images_root=images, cache_dir=tmp_path / "c2", quiet=True)
     assert kept["caption_status"].to_list() == ["ok"] * 4 and s_low["clip_check"]["flagged"] == 0
 
     # another CLIP model (other weights) scores the same cached captions anew: its scores are its own
     other_arch, other_weights = build_tiny_coca(tmp_path / "coca-other", seed=1)
-    _, s_other = caption_pins(pins_frame(refs), CaptionConfig(**{**base, "clip_check_weights": str(other_weights)}, clip_min_score=2.0),
+    _, s_other = caption_pins(pins_frame(refs), CaptionSettings(**{**base, "clip_check_weights": str(other_weights)}, clip_min_score=2.0),
                               images_root=images, cache_dir=tmp_path / "c2", quiet=True)
     assert (s_other["cache_hits"], s_other["captioned"], s_other["clip_check"]["flagged"]) == (4, 0, 4)
     with CaptionCache(tmp_path / "c2") as cache:

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 from pinfeatures.caption.backends import load_captioner, resolve_model
 from pinfeatures.caption.cache import CaptionCache
 from pinfeatures.caption.loop import caption_pins
-from pinfeatures.config import CaptionConfig
+from pinfeatures.caption.settings import CaptionSettings
 
 N_IMAGES = 16
 BATCH = 2
@@ -56,7 +56,7 @@ SLOW_RUN = textwrap.dedent(
     import polars as pl
     from pinfeatures.caption.loop import caption_pins
     from pinfeatures.caption.backends import load_captioner, resolve_model
-    from pinfeatures.config import CaptionConfig
+    from pinfeatures.caption.settings import CaptionSettings
 
     class Slow:  # the real demo model, slowed down so the test can kill it mid-run
         def __init__(self, inner):
@@ -65,7 +65,7 @@ SLOW_RUN = textwrap.dedent(
             time.sleep(0.3)
             return self.inner.caption(images)
 
-    cfg = CaptionConfig(model="demo", max_new_tokens=6, batch_size=int(sys.argv[3]))
+    cfg = CaptionSettings(caption_model="demo", max_new_tokens=6, batch_size=int(sys.argv[3]))
     cap = Slow(load_captioner(resolve_model(cfg), cfg))
     pins = pl.read_parquet(Path(sys.argv[1]) / "pins.parquet").select("pin_id", "image")
     print("ready", flush=True)
@@ -80,7 +80,7 @@ def test_kill_and_resume_recomputes_nothing_cached(inputs, tmp_path):
     cache_dir = tmp_path / "cache"
     script = tmp_path / "slow_run.py"
     script.write_text(SLOW_RUN)
-    cfg = CaptionConfig(model="demo", max_new_tokens=6, batch_size=BATCH)
+    cfg = CaptionSettings(caption_model="demo", max_new_tokens=6, batch_size=BATCH)
     fp = resolve_model(cfg).fingerprint
     proc = subprocess.Popen([sys.executable, str(script), str(inp), str(root), str(BATCH), str(cache_dir)],
                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -150,7 +150,7 @@ def test_two_concurrent_runs_share_one_cache(inputs, tmp_path):
         assert cache._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     # a third run is all hits
     pins = pl.read_parquet(inp / "pins.parquet").select("pin_id", "image")
-    out, stats = caption_pins(pins, CaptionConfig(model="demo"), images_root=root, cache_dir=cache_dir, quiet=True)
+    out, stats = caption_pins(pins, CaptionSettings(caption_model="demo"), images_root=root, cache_dir=cache_dir, quiet=True)
     assert (stats["cache_hits"], stats["captioned"]) == (N_IMAGES, 0)
     assert out["caption"].to_list() == a["caption"].to_list()
 

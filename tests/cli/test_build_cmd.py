@@ -39,7 +39,7 @@ def test_build_fixtures_via_cli_py(tmp_path):
 
 def test_build_hostile_with_flags_and_config(tmp_path):
     cfg = tmp_path / "cfg.toml"
-    cfg.write_text('variants = "loo"\nquery_min_users = 5\nmax_tokens = 64\n[action_weights]\nclick = 2\n', encoding="utf-8")
+    cfg.write_text('variants = "loo"\nmin_users = 5\nmax_tokens = 64\n[action_weights]\nclick = 2\n', encoding="utf-8")
     out = tmp_path / "out"
     code, stdout, stderr = run_cli("build", "--input", str(FIXTURES / "hostile"), "--out", str(out), "--config", str(cfg), "--min-users", "2", "--quiet", "--cache", str(tmp_path / "c"))
     assert code == 0, stderr
@@ -47,7 +47,7 @@ def test_build_hostile_with_flags_and_config(tmp_path):
     m = json.loads((out / "manifest.json").read_text())
     assert m["variants"][0] == "caption+title+description+boards+queries" and len(m["variants"]) == 6  # from the file
     assert m["privacy"]["query_min_users"] == 2  # the flag beats the file
-    assert m["config"]["action_weights"] == {"impression": 0.0, "closeup": 0.5, "click": 2.0, "long_click": 2.0, "save": 3.0}
+    assert m["config"]["action_weights"] == {"impression": 0.0, "click": 2.0, "closeup": 0.5, "save": 3.0, "long_click": 2.0}
     assert m["counts"]["pins"] == {"read": 23, "valid": 19, "rejected": 4}
     assert m["rejects"]["engagements"]["unknown_action"] == 3
     texts = pl.read_parquet(out / "texts.parquet")
@@ -81,8 +81,8 @@ def test_bad_input_exits_2_with_one_line(tmp_path):
     "args, needles",
     [
         (["--variants", "title,pixels"], ["unknown source 'pixels'"]),
-        (["--min-users", "-1"], ["query_min_users must be >= 1"]),
-        (["--max-tokens", "0"], ["max_tokens must be >= 1"]),
+        (["--min-users", "-1"], ["min_users must be between 1 and 1000000, got -1"]),
+        (["--max-tokens", "0"], ["max_tokens must be between 1 and 1000000, got 0"]),
         (["--tokenizer", "/nonexistent/tok"], ["--tokenizer", "not a folder"]),
     ],
 )
@@ -95,7 +95,7 @@ def test_bad_config_file_exits_2(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text("board_topk = 3\n")
     code, _, stderr = run_cli("build", "--input", str(FIXTURES / "input"), "--out", str(tmp_path / "o"), "--config", str(cfg))
-    _one_line_error(code, stderr, "unknown setting(s) ['board_topk']")
+    _one_line_error(code, stderr, "unknown setting 'board_topk' at the top level; did you mean 'board_top_k'?")
     code, _, stderr = run_cli("build", "--out", str(tmp_path / "o"))
     _one_line_error(code, stderr, "--input")
 

@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from conftest import write_build  # noqa: E402
 
-from pinfeatures.config import EvaluateConfig  # noqa: E402
+from pinfeatures.evaluate.settings import EvaluateSettings  # noqa: E402
 from pinfeatures.errors import ConfigError, InputError, ModelError  # noqa: E402
 from pinfeatures.evaluate.run import run_evaluate, step_references, validate_judgments  # noqa: E402
 
@@ -74,7 +74,7 @@ JUDGED = [
     ("blue kitchen", "p6", "5"),
 ]
 
-LEX = EvaluateConfig(scorers=("lexical",), bootstrap_samples=200)
+LEX = EvaluateSettings(scorers=("lexical",), bootstrap_samples=200)
 
 
 def test_evaluate_lexical_ladder(tmp_path):
@@ -193,11 +193,11 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(ConfigError, match="not in this build"):
         run_evaluate(build, j, LEX, variants="title+queries")
     with pytest.raises(ConfigError, match="ndcg_k"):
-        run_evaluate(build, j, EvaluateConfig(scorers=("lexical",), ndcg_k=0))
+        run_evaluate(build, j, EvaluateSettings(scorers=("lexical",), ndcg_k=0))
     with pytest.raises(ConfigError, match="scorers"):
-        run_evaluate(build, j, EvaluateConfig(scorers=("magic",)))
+        run_evaluate(build, j, EvaluateSettings(scorers=("magic",)))
     with pytest.raises(ModelError):
-        run_evaluate(build, j, EvaluateConfig(scorers=("semantic",), model=str(tmp_path)), require_scorers=True)
+        run_evaluate(build, j, EvaluateSettings(scorers=("semantic",), model=str(tmp_path)), require_scorers=True)
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "texts.parquet").write_text("not parquet")
@@ -254,20 +254,21 @@ def test_semantic_with_tiny_encoder_and_cli(tmp_path):
 def _fixture_build(tmp_path):
     try:
         from pinfeatures.build.run import run_build
-        from pinfeatures.config import make_config
+        from pinfeatures.build.settings import BuildSettings
+        from pinfeatures.caption.settings import CaptionSettings
     except ImportError as exc:  # pragma: no cover
         pytest.skip(f"build not available: {exc}")
     if not (ROOT / "fixtures" / "input" / "judgments.csv").is_file():
         pytest.skip("fixtures not there")
-    cfg = make_config(input=str(ROOT / "fixtures/input"), images_root=str(ROOT / "fixtures/images"),
-                      cache=str(tmp_path / "cache"), out=str(tmp_path / "demo"), quiet=True)
+    cfg = BuildSettings(input=str(ROOT / "fixtures/input"), images_root=str(ROOT / "fixtures/images"),
+                        caption=CaptionSettings(cache=str(tmp_path / "cache")), out=str(tmp_path / "demo"), quiet=True)
     run_build(cfg)
     return tmp_path / "demo"
 
 
 def test_end_to_end_on_fixtures(tmp_path):
     build = _fixture_build(tmp_path)
-    res = run_evaluate(build, ROOT / "fixtures/input/judgments.csv", EvaluateConfig(scorers=("lexical",), bootstrap_samples=200))
+    res = run_evaluate(build, ROOT / "fixtures/input/judgments.csv", EvaluateSettings(scorers=("lexical",), bootstrap_samples=200))
     rows = res.result["rows"]["lexical"]
     assert [r["variant"] for r in rows][:2] == ["caption", "caption+title"]
     assert all(0 <= r["ndcg_at_10"] <= 1 for r in rows)

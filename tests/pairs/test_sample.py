@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 from evaluate.test_run import JUDGED, LADDER, make_build, write_judgments
 
-from pinfeatures.config import PairsConfig
+from pinfeatures.pairs.settings import PairsSettings
 from pinfeatures.errors import ConfigError, InputError
 from pinfeatures.pairs.sample import allocate, query_bands, run_pairs
 
@@ -60,7 +60,7 @@ SAMPLED = {
 
 @pytest.mark.parametrize("allocation,extra", [("proportional", {"sample": 12}), ("equal", {"sample": 12}), ("per_stratum", {"per_stratum_size": 2})])
 def test_sample_weights_sum_to_population(build, tmp_path, allocation, extra):
-    cfg = PairsConfig(allocation=allocation, seed=3, **extra)
+    cfg = PairsSettings(allocation=allocation, seed=3, **extra)
     res = run_pairs(build, cfg, out=tmp_path / f"{allocation}.parquet")
     m = res.manifest["sample"]
     pop = query_pins().join(pl.read_parquet(build / "features.parquet").select("pin_id", "language"), on="pin_id")
@@ -83,9 +83,9 @@ def test_sample_weights_sum_to_population(build, tmp_path, allocation, extra):
 
 
 def test_sample_is_seeded_and_has_the_schema(build, tmp_path):
-    a = run_pairs(build, PairsConfig(sample=10, seed=1), out=tmp_path / "a.parquet").pairs
-    b = run_pairs(build, PairsConfig(sample=10, seed=1), out=tmp_path / "b.parquet").pairs
-    c = run_pairs(build, PairsConfig(sample=10, seed=2), out=tmp_path / "c.parquet").pairs
+    a = run_pairs(build, PairsSettings(sample=10, seed=1), out=tmp_path / "a.parquet").pairs
+    b = run_pairs(build, PairsSettings(sample=10, seed=1), out=tmp_path / "b.parquet").pairs
+    c = run_pairs(build, PairsSettings(sample=10, seed=2), out=tmp_path / "c.parquet").pairs
     assert a.equals(b)
     assert not a.equals(c)
     assert a.columns == ["query", "pin_id", "variant", "text", "stratum", "band", "language", "query_language", "country", "sampling_weight", "query_traffic"]
@@ -99,7 +99,7 @@ def test_sample_is_seeded_and_has_the_schema(build, tmp_path):
 
 
 def test_by_country_strata(build, tmp_path):
-    res = run_pairs(build, PairsConfig(sample=20, by_country=True), out=tmp_path / "p.parquet")
+    res = run_pairs(build, PairsSettings(sample=20, by_country=True), out=tmp_path / "p.parquet")
     strata = res.manifest["sample"]["strata"]
     assert {s["country"] for s in strata} == {"US", "DE", "unknown"}
     assert all(s["stratum"].count("/") == 2 for s in strata)
@@ -114,21 +114,21 @@ def test_query_language_strata(tmp_path):
     qlang = {"q0": "en", "q1": "en", "q2": "de", "q3": "de", "q4": "fr", "q5": None, "q6": "en"}
     qp = query_pins().with_columns(pl.col("query").replace_strict(qlang, return_dtype=pl.Utf8).alias("query_language"))
     build = make_build(tmp_path / "build", query_pins=qp)
-    res = run_pairs(build, PairsConfig(per_stratum_size=100, allocation="per_stratum", strata_language="query"), out=tmp_path / "q.parquet")
+    res = run_pairs(build, PairsSettings(per_stratum_size=100, allocation="per_stratum", strata_language="query"), out=tmp_path / "q.parquet")
     pairs = res.pairs.filter(pl.col("variant") == "caption+title")
     expected = pairs.select(pl.concat_str([pl.col("query_language"), pl.col("band")], separator="/"))
     assert pairs["stratum"].to_list() == expected.to_series().to_list()
     assert dict(zip(pairs["query"], pairs["query_language"])) == {q: (lang or "und") for q, lang in qlang.items()}
     assert {s["language"] for s in res.manifest["sample"]["strata"]} == {"en", "de", "fr", "und"}
-    pin_strata = run_pairs(build, PairsConfig(per_stratum_size=100, allocation="per_stratum"), out=tmp_path / "p.parquet").pairs
+    pin_strata = run_pairs(build, PairsSettings(per_stratum_size=100, allocation="per_stratum"), out=tmp_path / "p.parquet").pairs
     assert pin_strata.select(pl.col("stratum").str.starts_with(pl.col("language")).all()).item()
     with pytest.raises(ConfigError, match="strata_language"):
-        run_pairs(build, PairsConfig(sample=5, strata_language="user"))
+        run_pairs(build, PairsSettings(sample=5, strata_language="user"))
 
 
 def test_judged_pairs_with_labels_and_jsonl(build, tmp_path):
     j = write_judgments(tmp_path / "j.csv", JUDGED + [("q", "p404", "3")])
-    res = run_pairs(build, PairsConfig(format="jsonl", variants="caption,caption+title"), judgments=j, out=tmp_path / "pairs.jsonl")
+    res = run_pairs(build, PairsSettings(format="jsonl", variants="caption,caption+title"), judgments=j, out=tmp_path / "pairs.jsonl")
     rows = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
     assert set(rows[0]) == {"query", "pin_id", "variant", "text", "label"}
     # 11 judged pairs x 2 variants, minus p3 with no caption
@@ -143,7 +143,7 @@ def test_judged_pairs_with_labels_and_jsonl(build, tmp_path):
 def test_parquet_loads_with_datasets(build, tmp_path):
     datasets = pytest.importorskip("datasets")
     j = write_judgments(tmp_path / "j.csv", JUDGED)
-    run_pairs(build, PairsConfig(), judgments=j, out=tmp_path / "pairs.parquet")
+    run_pairs(build, PairsSettings(), judgments=j, out=tmp_path / "pairs.parquet")
     ds = datasets.load_dataset("parquet", data_files=str(tmp_path / "pairs.parquet"), split="train", cache_dir=str(tmp_path / "hf"))
     assert ds.column_names == ["query", "pin_id", "variant", "text", "label"]
     assert len(ds) == pl.read_parquet(tmp_path / "pairs.parquet").height
@@ -153,24 +153,24 @@ def test_parquet_loads_with_datasets(build, tmp_path):
 def test_bad_inputs(build, tmp_path):
     j = write_judgments(tmp_path / "j.csv", JUDGED)
     with pytest.raises(ConfigError, match="--judgments F"):
-        run_pairs(build, PairsConfig())
+        run_pairs(build, PairsSettings())
     with pytest.raises(ConfigError, match="two different modes"):
-        run_pairs(build, PairsConfig(sample=5), judgments=j)
+        run_pairs(build, PairsSettings(sample=5), judgments=j)
     with pytest.raises(ConfigError, match="bands"):
-        run_pairs(build, PairsConfig(sample=5, bands=(0.8, 0.5)))
+        run_pairs(build, PairsSettings(sample=5, bands=(0.8, 0.5)))
     with pytest.raises(ConfigError, match="bands"):
-        run_pairs(build, PairsConfig(sample=5, bands=(1.5,)))
+        run_pairs(build, PairsSettings(sample=5, bands=(1.5,)))
     with pytest.raises(ConfigError, match="per-stratum"):
-        run_pairs(build, PairsConfig(allocation="per_stratum"))
+        run_pairs(build, PairsSettings(allocation="per_stratum"))
     with pytest.raises(ConfigError, match="allocation"):
-        run_pairs(build, PairsConfig(sample=5, allocation="random"))
+        run_pairs(build, PairsSettings(sample=5, allocation="random"))
     with pytest.raises(ConfigError, match="sample"):
-        run_pairs(build, PairsConfig(sample=0))
+        run_pairs(build, PairsSettings(sample=0))
     with pytest.raises(ConfigError, match="not in this build"):
-        run_pairs(build, PairsConfig(sample=5, variants="queries"))
+        run_pairs(build, PairsSettings(sample=5, variants="queries"))
     no_qp = make_build(tmp_path / "noqp")
     with pytest.raises(InputError, match="manifest.json: this build has no query_pins table"):
-        run_pairs(no_qp, PairsConfig(sample=5))
+        run_pairs(no_qp, PairsSettings(sample=5))
     with pytest.raises(InputError, match="query_pins.parquet, column 'query_traffic': required column is missing"):  # the writer refuses it
         make_build(tmp_path / "badqp", query_pins=pl.DataFrame({"query": ["q"], "pin_id": ["p1"]}))
 
@@ -193,7 +193,7 @@ def test_sample_on_fixture_build(tmp_path):
     from evaluate.test_run import _fixture_build
 
     build = _fixture_build(tmp_path)
-    res = run_pairs(build, PairsConfig(sample=40, variants="ladder"), out=tmp_path / "pairs.parquet")
+    res = run_pairs(build, PairsSettings(sample=40, variants="ladder"), out=tmp_path / "pairs.parquet")
     m = res.manifest["sample"]
     assert m["sampled_pairs"] == 40
     for st in m["strata"]:

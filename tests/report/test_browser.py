@@ -28,7 +28,7 @@ import pytest
 from PIL import Image
 from report.test_run import make_build
 
-from pinfeatures.config import ReportConfig
+from pinfeatures.report.settings import ReportSettings
 from pinfeatures.report.run import write_report
 
 CHROMIUM = next((p for p in (os.environ.get("PINFEATURES_CHROMIUM"), shutil.which("chromium"), "/usr/bin/chromium") if p and Path(p).exists()), None)
@@ -255,7 +255,7 @@ def _open_and_check(endpoint: str, page_path: Path) -> DevTools:
 
 def test_report_opens_in_chromium_without_errors(chromium, tmp_path):
     make_build(tmp_path / "build", tmp_path / "images", with_eval=True)
-    page_path = write_report(tmp_path / "build", ReportConfig(sample_pins=12, pins=("p000", "p007")))
+    page_path = write_report(tmp_path / "build", ReportSettings(sample_pins=12, pins=("p000", "p007")))
     dt = _open_and_check(chromium, page_path)
 
     # the page rendered as designed: every section, the example cards, the thumbnails decoded
@@ -322,7 +322,7 @@ def test_closed_network_flags_are_the_documented_ones():
 def test_hostile_fixtures_build_in_chromium(chromium, hostile_build, tmp_path):
     """The report of conftest's real build of fixtures/hostile (every variant, every pin shown)."""
     images = Path(__file__).resolve().parents[2] / "fixtures" / "hostile" / "images"
-    page_path = write_report(hostile_build, ReportConfig(sample_pins=1000), images_root=images if images.is_dir() else None,
+    page_path = write_report(hostile_build, ReportSettings(sample_pins=1000), images_root=images if images.is_dir() else None,
                              out=tmp_path / "report.html")
     dt = _open_and_check(chromium, page_path)
     probe = dt.call("Runtime.evaluate", returnByValue=True,

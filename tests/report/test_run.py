@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from conftest import write_build
 from PIL import Image
 
-from pinfeatures.config import ReportConfig
+from pinfeatures.report.settings import ReportSettings
 from pinfeatures.errors import ConfigError, InputError
 from pinfeatures.report.run import (
     kept_and_cut,
@@ -247,7 +247,7 @@ def hand_build(tmp_path_factory):
 @pytest.fixture(scope="module")
 def hand_page(hand_build):
     root, manifest = hand_build
-    path = write_report(root / "build", ReportConfig(sample_pins=100, pins=("p007",)))
+    path = write_report(root / "build", ReportSettings(sample_pins=100, pins=("p007",)))
     return path.read_text(encoding="utf-8"), manifest
 
 
@@ -408,7 +408,7 @@ def test_sample_is_seeded_and_order_free():
 
 def test_evaluation_section(hand_build, tmp_path):
     root, _ = hand_build
-    text = render_report(root / "build", ReportConfig(sample_pins=0))
+    text = render_report(root / "build", ReportSettings(sample_pins=0))
     page = Page(text)
     assert "ablation" in page.ids and "no-evaluation" not in page.ids
     csv_rows = pl.read_csv(root / "build" / "evaluation" / "ablation.csv").height
@@ -418,13 +418,13 @@ def test_evaluation_section(hand_build, tmp_path):
     # without evaluation the section says so
     other = tmp_path / "b"
     make_build(other, None, n_pins=6)
-    page = Page(render_report(other, ReportConfig(sample_pins=0)))
+    page = Page(render_report(other, ReportSettings(sample_pins=0)))
     assert "no-evaluation" in page.ids and "ablation" not in page.ids
     # a broken ablation.json and an unreadable csv are notes, not failures
     (other / "evaluation").mkdir()
     (other / "evaluation" / "ablation.json").write_text("{not json", encoding="utf-8")
     (other / "evaluation" / "ablation.csv").write_bytes(b"\xff\xfe\x00garbage")
-    page = Page(render_report(other, ReportConfig(sample_pins=0)))
+    page = Page(render_report(other, ReportSettings(sample_pins=0)))
     assert "ablation.json is not valid JSON" in page.text
 
 
@@ -434,7 +434,7 @@ def test_an_evaluation_of_another_build_is_not_shown(tmp_path):
     make_build(first, None, n_pins=6, with_eval=True)
     m2 = make_build(second, None, n_pins=6)
     shutil.copytree(first / "evaluation", second / "evaluation")
-    page = Page(render_report(second, ReportConfig(sample_pins=0)))
+    page = Page(render_report(second, ReportSettings(sample_pins=0)))
     assert "ablation" not in page.ids and "no-evaluation" in page.ids
     made_from = json.loads((first / "evaluation" / "ablation.json").read_text())["build_id"]
     assert f"evaluation/ was made from build {made_from}, not this build {m2['build_id']}" in page.text
@@ -443,14 +443,14 @@ def test_an_evaluation_of_another_build_is_not_shown(tmp_path):
     data = json.loads((second / "evaluation" / "ablation.json").read_text())
     del data["build_id"]
     (second / "evaluation" / "ablation.json").write_text(json.dumps(data))
-    page = Page(render_report(second, ReportConfig(sample_pins=0)))
+    page = Page(render_report(second, ReportSettings(sample_pins=0)))
     assert "ablation" not in page.ids and "made from build (unknown)" in page.text
 
 
 def test_size_is_bounded_by_the_sample(tmp_path):
     make_build(tmp_path / "b", tmp_path / "img", n_pins=400)
-    small = write_report(tmp_path / "b", ReportConfig(sample_pins=0), out=tmp_path / "s.html")
-    big = write_report(tmp_path / "b", ReportConfig(sample_pins=24), out=tmp_path / "b.html")
+    small = write_report(tmp_path / "b", ReportSettings(sample_pins=0), out=tmp_path / "s.html")
+    big = write_report(tmp_path / "b", ReportSettings(sample_pins=24), out=tmp_path / "b.html")
     assert small.stat().st_size < 400_000
     assert big.stat().st_size < 3_000_000
     assert Page(small.read_text()).sections == SECTIONS
@@ -463,36 +463,37 @@ def test_size_is_bounded_by_the_sample(tmp_path):
 def test_bad_build_folders(tmp_path):
     """The report reads through pinfeatures.buildfolder: a folder that does not match its manifest is refused."""
     with pytest.raises(InputError, match="build folder not found"):
-        write_report(tmp_path / "nope", ReportConfig())
+        write_report(tmp_path / "nope", ReportSettings())
     b = tmp_path / "b"
     make_build(b, None, n_pins=8)
     good = (b / "manifest.json").read_text(encoding="utf-8")
     (b / "manifest.json").write_text("{broken", encoding="utf-8")
     with pytest.raises(InputError, match=r"manifest.json.*not valid JSON"):
-        write_report(b, ReportConfig())
+        write_report(b, ReportSettings())
     (b / "manifest.json").write_text("[1, 2]", encoding="utf-8")
     with pytest.raises(InputError, match="expected a JSON object"):
-        write_report(b, ReportConfig())
+        write_report(b, ReportSettings())
     (b / "manifest.json").write_text(json.dumps({"counts": {}, "variants": VARIANTS}), encoding="utf-8")
     with pytest.raises(InputError, match="schema version None, this pinfeatures reads 2: rebuild"):
-        write_report(b, ReportConfig())
+        write_report(b, ReportSettings())
     (b / "manifest.json").unlink()
     with pytest.raises(InputError, match="manifest.json: missing"):
-        write_report(b, ReportConfig())
+        write_report(b, ReportSettings())
     (b / "manifest.json").write_text(good, encoding="utf-8")
     pl.read_parquet(b / "features.parquet").drop("caption_status").write_parquet(b / "features.parquet")
     with pytest.raises(InputError, match=r"features.parquet: does not match manifest.json"):
-        write_report(b, ReportConfig())
+        write_report(b, ReportSettings())
 
 
 def test_bad_settings_and_unknown_pins(hand_build):
     root, _ = hand_build
     with pytest.raises(InputError, match="pin 'nope' asked for with --pin is not in the build"):
-        render_report(root / "build", ReportConfig(pins=("nope",)))
-    for bad in (ReportConfig(thumbnail_px=4), ReportConfig(sample_pins=-1), ReportConfig(thumbnail_format="gif"),
-                ReportConfig(histogram_bins=0), ReportConfig(thumbnail_quality=0), ReportConfig(max_record_chars=5)):
-        with pytest.raises(ConfigError):
-            render_report(root / "build", bad)
+        render_report(root / "build", ReportSettings(pins=("nope",)))
+    # settings are checked when made, before the build is read
+    for bad in ({"thumbnail_px": 4}, {"sample_pins": -1}, {"thumbnail_format": "gif"}, {"histogram_bins": 0},
+                {"thumbnail_quality": 0}, {"max_record_chars": 5}):
+        with pytest.raises(ConfigError, match=f"report.{next(iter(bad))} must be"):
+            ReportSettings(**bad)
 
 
 @pytest.mark.parametrize(
@@ -516,12 +517,12 @@ def test_query_cache_table(tmp_path):
     feats = pl.DataFrame({"pin_id": ["p1"], "title": ["a"], "language": ["en"]})
     texts = pl.DataFrame({"pin_id": ["p1"], "variant": ["caption"], "text": [""], "n_tokens": [0]})
     write_build(tmp_path / "none", {"features": feats, "texts": texts})
-    page = Page(render_report(tmp_path / "none", ReportConfig(sample_pins=0)))
+    page = Page(render_report(tmp_path / "none", ReportSettings(sample_pins=0)))
     assert "The build has no queries.parquet." in page.text
     queries = pl.DataFrame({"query": ["secret head query", "q2", "q3", "q4", "q5"], "events": [50, 30, 10, 5, 5],
                             "band": ["head", "torso", "tail", "tail", "tail"], "query_language": ["en"] * 5})
     write_build(tmp_path / "b", {"features": feats, "texts": texts, "queries": queries})
-    text = render_report(tmp_path / "b", ReportConfig(sample_pins=0))
+    text = render_report(tmp_path / "b", ReportSettings(sample_pins=0))
     page = Page(text)
     assert page.values("traffic-share") == {"0.5": 1.0, "0.8": 2.0, "0.9": 3.0}
     assert "5 queries past the privacy threshold, 100 events" in " ".join(page.text.split())
@@ -538,21 +539,21 @@ def test_odd_values_in_the_manifest(tmp_path):
     feats = pl.DataFrame({"pin_id": ["p1", "p2"], "title": ["a", None], "language": ["en", "de"]})
     texts = pl.DataFrame({"pin_id": ["p1", "p2"], "variant": ["caption", "caption"], "text": ["", ""], "n_tokens": [0, 0]})
     write_build(b, {"features": feats, "texts": texts}, **fields)
-    page = Page(render_report(b, ReportConfig(sample_pins=3)))
+    page = Page(render_report(b, ReportSettings(sample_pins=3)))
     assert page.sections == SECTIONS
 
 
 def test_jpeg_thumbnails_and_empty_build(tmp_path):
     b = tmp_path / "b"
     make_build(b, tmp_path / "img", n_pins=3)
-    page = Page(render_report(b, ReportConfig(thumbnail_format="jpeg", thumbnail_px=64)))
+    page = Page(render_report(b, ReportSettings(thumbnail_format="jpeg", thumbnail_px=64)))
     srcs = [a["src"] for t, a in page.tags if t == "img"]
     assert srcs and all(s.startswith("data:image/jpeg;base64,") for s in srcs)
     # a build with zero pins: every section still renders
     e = tmp_path / "empty"
     feats, texts = pl.read_parquet(b / "features.parquet").head(0), pl.read_parquet(b / "texts.parquet").head(0)
     write_build(e, {"features": feats, "texts": texts}, variants=VARIANTS)
-    page = Page(render_report(e, ReportConfig()))
+    page = Page(render_report(e, ReportSettings()))
     assert page.sections == SECTIONS
 
 
@@ -583,14 +584,16 @@ FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
 def _real_build(tmp_path, which: str) -> tuple[Path, dict]:
     build = pytest.importorskip("pinfeatures.build.run", reason="pinfeatures.build.run is not there yet")
-    from pinfeatures.config import make_config
+    from pinfeatures.build.settings import BuildSettings
+    from pinfeatures.caption.settings import CaptionSettings
 
     inp = FIXTURES / which
     if not (inp / "pins.parquet").exists() and not (inp / "pins.jsonl").exists():
         pytest.skip(f"fixtures/{which} is not there yet")
     images = inp / "images" if (inp / "images").is_dir() else FIXTURES / "images"
     out = tmp_path / which
-    cfg = make_config(input=str(inp), out=str(out), images_root=str(images), cache=str(tmp_path / "cache"), quiet=True, report=True)
+    cfg = BuildSettings(input=str(inp), out=str(out), images_root=str(images), caption=CaptionSettings(cache=str(tmp_path / "cache")),
+                        quiet=True, write_report=True)
     return out, build.run_build(cfg)
 
 
@@ -618,7 +621,7 @@ def test_report_of_a_real_fixtures_build(tmp_path, monkeypatch):
 def test_report_of_the_hostile_fixtures(hostile_build, tmp_path):
     """conftest's session build of fixtures/hostile (every variant: 31 histograms)."""
     images = FIXTURES / "hostile" / "images"
-    path = write_report(hostile_build, ReportConfig(sample_pins=1000), images_root=images if images.is_dir() else None,
+    path = write_report(hostile_build, ReportSettings(sample_pins=1000), images_root=images if images.is_dir() else None,
                         out=tmp_path / "report.html")
     manifest = json.loads((hostile_build / "manifest.json").read_text(encoding="utf-8"))
     text = path.read_text(encoding="utf-8")

@@ -1,0 +1,90 @@
+"""Settings of `pinfeatures build`: the top-level keys of the config file (the caption stage's are `[caption]`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from pinfeatures.caption.settings import CaptionSettings
+from pinfeatures.contracts import DEFAULT_ACTION_WEIGHTS, SOURCES
+from pinfeatures.errors import ConfigError
+from pinfeatures.settings import Settings, setting
+
+
+
+@dataclass(frozen=True)
+class BuildSettings(Settings):
+    """Everything `pinfeatures build` needs. Paths are absolute strings so the settings serialise to JSON."""
+
+    TABLE = ""
+
+    input: str | None = setting(None, path=True)
+    out: str | None = setting(None, path=True)
+    images_root: str | None = setting(None, path=True)
+    pins: str | None = setting(None, path=True)
+    boards: str | None = setting(None, path=True)
+    saves: str | None = setting(None, path=True)
+    engagements: str | None = setting(None, path=True)
+    captions: str | None = setting(None, path=True)
+    variants: str = "ladder"
+    tokenizer: str | None = setting(None, path=True)
+    quiet: bool = False
+    write_report: bool = False
+    previous: str | None = setting(None, path=True)
+    """A build folder to write changes.parquet against (default: the build already in `out`)."""
+    """Also write report.html (with the `[report]` settings) into `out`."""
+
+    # aggregation (sql/)
+    board_top_k: int = setting(5, min=1, max=10_000)
+    query_top_k: int = setting(5, min=1, max=10_000)
+    min_users: int = setting(3, min=1, max=1_000_000)
+    """Privacy threshold k: distinct users per (query, pin)."""
+    query_top_pins: int = setting(10, min=1, max=10_000)
+    """Pins listed per query in queries.parquet."""
+    action_weights: Mapping[str, float] = setting(factory=lambda: dict(DEFAULT_ACTION_WEIGHTS), min=0.0, max=1e6)
+    """Weight of each action; the actions named here are the known actions (others are rejected rows)."""
+
+    # text normalisation and language
+    max_source_chars: int = setting(4000, min=1, max=10_000_000)
+    language_max_chars: int = setting(200, min=1, max=1_000_000)
+    """How much of a pin's text (title, description, board titles) language detection reads."""
+    language_min_letters: int = setting(3, min=1, max=1_000_000)
+    language_temperature: float = setting(3.0, min=1e-6, max=1e6)
+    language_min_confidence: float = setting(0.5, min=0.0, max=1.0)
+    """Posterior below which a pin's or a query's language is `und`."""
+    language_prior_weight: float = setting(0.9, min=0.0, max=1.0)
+    language_prior_min_confidence: float = setting(0.9, min=0.0, max=1.0)
+
+    # text assembly
+    source_order: tuple[str, ...] = ("title", "description", "caption", "boards", "queries")
+    labels: Mapping[str, str] = setting(
+        factory=lambda: {"title": "Title", "description": "Description", "caption": "Image", "boards": "Boards", "queries": "Searches"}
+    )
+    field_separator: str = "\n"
+    list_separator: str = " | "
+    max_tokens: int = setting(512, min=1, max=1_000_000)
+    max_tokens_per_source: Mapping[str, int] = setting(
+        factory=lambda: {"title": 48, "description": 192, "caption": 64, "boards": 64, "queries": 64}, min=1, max=1_000_000
+    )
+
+    caption: CaptionSettings = setting(factory=CaptionSettings)
+
+    def check(self) -> None:
+        if not self.action_weights:
+            raise ConfigError("action_weights must name at least one action")
+        if any(not a.strip() or a != a.strip().lower() for a in self.action_weights):
+            raise ConfigError(f"action_weights: action names are lower case without surrounding spaces, got {sorted(self.action_weights)}")
+        if sorted(self.source_order) != sorted(SOURCES):
+            raise ConfigError(f"source_order must name each of {list(SOURCES)} once, got {list(self.source_order)}")
+        for src in SOURCES:
+            if src not in self.labels or not str(self.labels[src]).strip():
+                raise ConfigError(f"labels.{src} is missing or empty")
+        if set(self.max_tokens_per_source) != set(SOURCES):
+            raise ConfigError(f"max_tokens_per_source must give each of {list(SOURCES)}, got {sorted(self.max_tokens_per_source)}")
+        if not self.field_separator or not self.list_separator:
+            raise ConfigError("field_separator and list_separator must not be empty")
+
+    @property
+    def actions(self) -> tuple[str, ...]:
+        """The known actions: those `action_weights` names."""
+        return tuple(self.action_weights)
