@@ -88,6 +88,13 @@ class Settings:
         return to_plain(self)
 
 
+def check_increasing_shares(name: str, values: tuple[float, ...]) -> None:
+    """Cut-offs such as popularity bands: at least one, each strictly between 0 and 1, increasing."""
+    shares = list(values)
+    if not shares or any(not 0 < v < 1 for v in shares) or shares != sorted(set(shares)):
+        raise ConfigError(f"{name} must be increasing shares strictly between 0 and 1, got {shares}")
+
+
 def absolute_path(value: str | Path) -> str:
     return os.path.abspath(os.path.expanduser(str(value)))
 

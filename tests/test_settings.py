@@ -46,15 +46,18 @@ def test_defaults():
     assert dict(cfg.action_weights) == DEFAULT_WEIGHTS == DEFAULT_ACTION_WEIGHTS
     assert cfg.caption.caption_model is None and cfg.caption.batch_size == 16
     assert build_cfg() == cfg
-    json.dumps(cfg.to_dict())  # serialisable for the manifest
+    # the manifest records the settings as JSON: plain values, tuples as lists, the [caption] table nested
+    recorded = json.loads(json.dumps(cfg.to_dict()))
+    assert (recorded["min_users"], recorded["action_weights"], recorded["source_order"]) == (
+        3, DEFAULT_WEIGHTS, ["title", "description", "caption", "boards", "queries"])
+    assert (recorded["caption"]["caption_model"], recorded["caption"]["max_new_tokens"]) == (None, 30)
+    assert "evaluate" not in recorded and "report" not in recorded  # other commands' settings are not the build's
 
 
 def test_toml_then_flags_precedence(tmp_path):
     p = write(tmp_path, 'variants = "loo"\nboard_top_k = 7\nmin_users = 5\nmax_tokens = 100\n'
                         '[caption]\ncaption_model = "demo"\nbatch_size = 4\n[report]\nsample_pins = 3\n[evaluate]\nndcg_k = 3\n')
-    s = SETTINGS["build"](p, min_users=2, max_tokens=None, variants=None, caption_model="other", out="o",
-                          **{k: None for k in ("input", "images_root", "pins", "boards", "saves", "engagements", "captions",
-                                               "caption_weights", "cache", "tokenizer", "retry_failed", "write_report", "quiet")})
+    s = SETTINGS["build"](p, min_users=2, max_tokens=None, variants=None, caption_model="other", out="o")
     cfg = s[""]
     assert cfg.variants == "loo" and cfg.board_top_k == 7  # file (flag unset)
     assert cfg.min_users == 2  # flag beats file
@@ -95,7 +98,8 @@ def test_source_order_from_toml_and_comma_string(tmp_path):
         ("board_top_k = 9223372036854775807\n", "board_top_k must be between 1 and 10000, got 9223372036854775807"),
         ("query_top_k = 0\n", "query_top_k must be between 1 and 10000"),
         ("max_tokens = 0\n", "max_tokens must be between 1 and 1000000, got 0"),
-        ("langdetect_seed = -1\n", "langdetect_seed must be between 0 and"),
+        ("language_min_confidence = nan\n", "language_min_confidence must be a finite number, got nan"),
+        ("query_bands = [0.8, 0.5]\n", "query_bands must be increasing shares strictly between 0 and 1, got [0.8, 0.5]"),
         ("board_top_k = 'five'\n", "board_top_k must be an integer"),
         ("board_top_k = 2.5\n", "board_top_k must be an integer"),
         ("board_top_k = true\n", "board_top_k must be an integer"),
@@ -200,6 +204,8 @@ def _sample(param: click.Parameter):
         return 7
     if isinstance(param.type, click.types.FloatParamType):
         return 0.25
+    if isinstance(param.type, click.Choice):
+        return param.type.choices[-1]
     if isinstance(param.type, click.Path):
         return "/tmp/pinfeatures-settings-test"
     return "x"

@@ -102,7 +102,7 @@ def query_table(query_traffic: pl.DataFrame, languages: pl.DataFrame, cutoffs: S
     """The rows of queries.parquet: one per privacy-passing query.
 
     In:  query_traffic (sql/queries.sql), languages (query_languages), cutoffs: the popularity
-         bands' cumulative traffic shares (pairs.bands, so pairs and this table agree).
+         bands' cumulative traffic shares (the build's query_bands; pairs' bands default to the same).
     Out: query, events, engaged_events, users, band, query_language, query_language_source,
          top_pins; ordered by events (descending), then query.
     """

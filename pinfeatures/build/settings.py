@@ -8,7 +8,7 @@ from typing import Mapping
 from pinfeatures.caption.settings import CaptionSettings
 from pinfeatures.contracts import DEFAULT_ACTION_WEIGHTS, SOURCES
 from pinfeatures.errors import ConfigError
-from pinfeatures.settings import Settings, setting
+from pinfeatures.settings import Settings, check_increasing_shares, setting
 
 
 
@@ -41,6 +41,8 @@ class BuildSettings(Settings):
     """Privacy threshold k: distinct users per (query, pin)."""
     query_top_pins: int = setting(10, min=1, max=10_000)
     """Pins listed per query in queries.parquet."""
+    query_bands: tuple[float, ...] = setting((0.5, 0.8), min=0.0, max=1.0)
+    """Cumulative traffic shares that end the head and torso bands of queries.parquet (as pairs' `bands`)."""
     action_weights: Mapping[str, float] = setting(factory=lambda: dict(DEFAULT_ACTION_WEIGHTS), min=0.0, max=1e6)
     """Weight of each action; the actions named here are the known actions (others are rejected rows)."""
 
@@ -74,6 +76,7 @@ class BuildSettings(Settings):
             raise ConfigError("action_weights must name at least one action")
         if any(not a.strip() or a != a.strip().lower() for a in self.action_weights):
             raise ConfigError(f"action_weights: action names are lower case without surrounding spaces, got {sorted(self.action_weights)}")
+        check_increasing_shares("query_bands", self.query_bands)
         if sorted(self.source_order) != sorted(SOURCES):
             raise ConfigError(f"source_order must name each of {list(SOURCES)} once, got {list(self.source_order)}")
         for src in SOURCES:

@@ -19,7 +19,7 @@ def build_settings(config: str | None = None, **flags: Any) -> dict[str, Any]:
     return load_settings(
         config,
         {"": BuildSettings, "report": ReportSettings},
-        {"": {k: v for k, v in flags.items() if k not in caption_flags}, "caption": {k: flags[k] for k in caption_flags}},
+        {"": {k: v for k, v in flags.items() if k not in caption_flags}, "caption": {k: flags.get(k) for k in caption_flags}},
     )
 
 

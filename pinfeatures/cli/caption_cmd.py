@@ -28,7 +28,7 @@ def caption_settings(config: str | None = None, **flags: Any) -> dict[str, Any]:
     return load_settings(
         config,
         {"": BuildSettings},
-        {"": {k: flags[k] for k in _TOP}, "caption": {k: v for k, v in flags.items() if k not in _TOP}},
+        {"": {k: flags.get(k) for k in _TOP}, "caption": {k: v for k, v in flags.items() if k not in _TOP}},
     )
 
 

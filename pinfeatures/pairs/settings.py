@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pinfeatures.errors import ConfigError
-from pinfeatures.settings import Settings, setting
+from pinfeatures.settings import Settings, check_increasing_shares, setting
 
 ALLOCATIONS = ("proportional", "equal", "per_stratum")
 FORMATS = ("parquet", "jsonl")
@@ -38,9 +38,7 @@ class PairsSettings(Settings):
     quiet: bool = False
 
     def check(self) -> None:
-        bands = list(self.bands)
-        if not bands or any(not 0 < b < 1 for b in bands) or bands != sorted(set(bands)):
-            raise ConfigError(f"pairs.bands must be increasing shares strictly between 0 and 1, got {bands}")
+        check_increasing_shares("pairs.bands", self.bands)
         if self.allocation == "per_stratum" and self.per_stratum_size is None:
             raise ConfigError("--allocation per_stratum needs --per-stratum-size N (N >= 1)")
         if self.allocation != "per_stratum" and self.per_stratum_size is not None:
