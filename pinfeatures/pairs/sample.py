@@ -38,7 +38,7 @@ import polars as pl
 
 from pinfeatures.build.queries import band_names, query_bands
 from pinfeatures.buildfolder import open_build
-from pinfeatures.pairs.settings import PairsSettings
+from pinfeatures.pairs.settings import ALLOCATIONS, PairsSettings
 from pinfeatures.errors import ConfigError
 from pinfeatures.evaluate.metrics import stable_seed
 from pinfeatures.evaluate.run import load_judgments, read_texts, select_variants
