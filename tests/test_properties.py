@@ -206,7 +206,7 @@ def test_no_query_below_k_reaches_any_build_output(tmp_path_factory, rows, k):
     folder = tmp_path_factory.mktemp("privacy")
     eng = pl.DataFrame(rows, schema={"query": pl.Utf8, "pin_id": pl.Utf8, "action": pl.Utf8, "user_id": pl.Utf8})
     write_inputs(folder / "in", {**small_tables(), "engagements": eng})
-    build(folder / "out", input=str(folder / "in"), query_min_users=k, variants="all")
+    build(folder / "out", input=str(folder / "in"), min_users=k, variants="all")
     users: dict[tuple[str, str], set[str]] = {}
     for r in rows:
         q = normalize_phrase(r["query"])
