@@ -15,6 +15,10 @@ saved to, and 16 search queries. Printed per language and kind (title / query):
     are detected from their text under that build's prior (the last resort of query_language,
     after locale and engaged pins), with the same confidence floor.
 Accuracy counts `und` as wrong; `und` and precision (accuracy of the answers given) are shown too.
+Then the same comparison on the 300 pins of fixtures/input, whose truth is the language
+fixtures/make_fixtures.py wrote each pin in (regenerated from its seed), new = a real build's
+`language` (there savers put pins into boards of several languages: 4:1.5:0.3 pin language :
+English : each other language, so board titles are noisy evidence).
 
 Agreement (--agreement): pinfeatures.build.language_model against seeded langdetect, speed and
 agreement on the synthetic pins (a seeded sample of --n distinct texts; without --synthetic they
@@ -68,6 +72,29 @@ def new_detector(labeled: pl.DataFrame, with_boards: bool, settings: LanguageSet
     codes = detect_texts(queries.get_column("text").to_list(), prior, settings)
     by_row.update({i: codes[t] for i, t in zip(queries.get_column("i").to_list(), queries.get_column("text").to_list())})
     return [by_row[i] for i in range(labeled.height)]
+
+
+def fixtures_accuracy(seed: int) -> None:
+    sys.path.insert(0, str(ROOT / "fixtures"))
+    import make_fixtures
+
+    from pinfeatures.build.run import run_build
+    from pinfeatures.config import make_config
+
+    _, meta, _ = make_fixtures.make_pins(np.random.default_rng(make_fixtures.SEED))  # make_pins draws first in write_clean
+    out = Path(tempfile.mkdtemp(prefix="lang_fix_")) / "build"
+    run_build(make_config(None, input=str(ROOT / "fixtures" / "input"), out=str(out), quiet=True))
+    features = pl.read_parquet(out / "features.parquet", columns=["pin_id", "title", "description", "language"])
+    own = pl.concat_str([pl.col("title").fill_null(""), pl.col("description").fill_null("")], separator=" ").str.strip_chars().str.slice(0, 200)
+    frame = features.with_columns(
+        pl.Series("truth", [meta[p][1] for p in features.get_column("pin_id")]),
+        pl.Series("old", old_detector(features.select(own).to_series().to_list(), seed)),
+        (pl.col("title").fill_null("").str.len_chars() < 15).alias("short"),
+    )
+    for name, part in (("all pins", frame), ("titles < 15 chars", frame.filter(pl.col("short")))):
+        print(f"   fixtures/input, {name:<18} n={part.height:>3}: old {(part['old'] == part['truth']).mean():.1%} "
+              f"(und {(part['old'] == 'und').mean():.1%})   new {(part['language'] == part['truth']).mean():.1%} "
+              f"(und {(part['language'] == 'und').mean():.1%})")
 
 
 def accuracy(labeled: pl.DataFrame, seed: int, settings: LanguageSettings) -> None:
@@ -197,6 +224,7 @@ def main() -> None:
         agreement(args)
     else:
         accuracy(pl.read_csv(LABELED), args.seed, LanguageSettings(min_confidence=args.min_confidence))
+        fixtures_accuracy(args.seed)
 
 
 if __name__ == "__main__":

@@ -3,31 +3,36 @@
 In:  pins with cleaned `title`, `description` and an optional input `language` column;
      pin_boards(pin_id, boards) from the aggregate stage (the normalised board titles).
 Out: a `language` column: the input value when present (lower-cased); else the language of the
-     pin's whole text (title, description and board titles, first `max_chars` characters) under
-     a prior over the languages of this build; `und` when the text is too short, has no n-gram
-     the model knows, or the answer's posterior is below `min_confidence`.
+     pin's whole text (its title and description, first `max_chars` characters, and its board
+     titles) under a prior over the languages of this build; `und` when nothing in it tells
+     (too short, no n-gram the model knows) or the posterior is below `min_confidence`.
 
 The detector is langdetect's model: its 55 n-gram profiles, scored exactly and deterministically
 in numpy (pinfeatures.build.language_model), with no random trials. On a short title those
-profiles alone are weak (on bench/language_labeled.csv the old title-only detector got 72%: 'Easy
-pasta recipe' is Italian, 'cabelo curto' Spanish), so the answer is a posterior:
+profiles alone are weak ('Easy pasta recipe' is Italian to them, 'cabelo curto' Spanish), so the
+answer is a posterior:
 
-    p(lang | text)  ~  prior(lang) * exp(loglik(lang, text) / temperature)
+    p(lang | pin)  ~  prior(lang) * exp(loglik(lang, title + description) / temperature)
+                      * prod over board titles b of (1 - rho + rho * q_b(lang) / prior(lang))
 
 * temperature (3): langdetect's naive Bayes counts the 1-, 2- and 3-gram at each character as
   three independent pieces of evidence; dividing by 3 counts each position once, which makes
   the posterior a usable confidence instead of 0/1.
+* board titles (q_b: a board title's own posterior): other people's words, often in another
+  language (a Japanese saver's board for an English pin), so each is bounded evidence: with
+  probability rho (`board_agreement`, 0.5) it is in the pin's language, else in any. A board
+  cannot outvote the pin's own words; a pin with an emoji title is told by its boards. Joining
+  the board titles to the text instead let one kana board make any pin Japanese.
 * prior: empirical Bayes over this build. A first pass with a uniform prior finds the pins whose
   language is sure (input column, one-language script, or posterior >= prior_min_confidence);
   their language shares, mixed with a uniform prior (`prior_weight` of the mass from the build),
-  are the prior of the second pass. A build of English, Spanish and Hindi pins then calls a
-  close English/Italian title English, and still answers Italian for a clearly Italian one.
-  `estimate_prior` is a function of per-language counts only, so a sharded build can add the
-  shards' counts and compute the one global prior.
+  are the prior of the second pass. `estimate_prior` is a function of per-language counts only,
+  so a sharded build adds its shards' `sure_language_counts` and computes one global prior.
 * floor: below `min_confidence` the answer is `und` rather than a guess.
 
 Scripts that belong to one language (kana: ja, Hangul: ko, Thai, Greek, Hebrew, ...) are
-answered from the script alone, with confidence 1. Each distinct text is scored once.
+answered from the script alone, with posterior 1. Each distinct text and board title is scored
+once. bench/bench_language.py measures it (docs/langid.md).
 """
 
 from __future__ import annotations
@@ -77,6 +82,8 @@ class LanguageSettings:
     """Share of the prior that comes from this build's sure detections (the rest is uniform)."""
     prior_min_confidence: float = 0.9
     """Posterior (uniform prior) from which a detection counts towards the prior."""
+    board_agreement: float = 0.5
+    """How likely a board title is in the pin's language (the rest: any language); bounds a board's say."""
 
     @classmethod
     def from_config(cls, cfg: Any) -> "LanguageSettings":
@@ -153,44 +160,64 @@ def quick_languages(texts: pl.Series, min_letters: int) -> pl.Series:
 
 
 class ScoredTexts:
-    """Distinct texts with their script answer or their tempered log-likelihood per language.
+    """Distinct texts with their tempered log-likelihood per language, or their script answer.
 
     The scores do not depend on the prior, so one scoring serves both passes (and the queries).
-    Memory: 4 bytes x 55 languages per distinct text the model scores.
+    Memory: 4 bytes x 55 languages per distinct text.
     """
 
     def __init__(self, texts: Sequence[str], settings: LanguageSettings) -> None:
         from pinfeatures.build import language_model
 
         self.texts = list(texts)
-        self.quick: list[str | None] = quick_languages(pl.Series(self.texts, dtype=pl.Utf8), settings.min_letters).to_list()
-        self.asked = np.array([i for i, q in enumerate(self.quick) if q is None], dtype=np.int64)
         self.langs = np.asarray(language_model.languages(), dtype=object)
-        self.loglik = np.zeros((len(self.asked), len(self.langs)), dtype=np.float32)
-        self.known = np.zeros(len(self.asked), dtype=bool)
-        for lo in range(0, len(self.asked), _BATCH):
-            part = self.asked[lo : lo + _BATCH]
+        index = {lang: j for j, lang in enumerate(self.langs)}
+        quick = quick_languages(pl.Series(self.texts, dtype=pl.Utf8), min_letters=settings.min_letters).to_list()
+        # a script answer fixes the language (-1: none); `und` or no known n-gram: no evidence
+        self.fixed = np.array([index.get(q, -1) for q in quick], dtype=np.int64)
+        self.informative = np.array([q is not None and q != UND for q in quick], dtype=bool)
+        self.loglik = np.zeros((len(self.texts), len(self.langs)), dtype=np.float32)
+        asked = np.array([i for i, q in enumerate(quick) if q is None], dtype=np.int64)
+        for lo in range(0, len(asked), _BATCH):
+            part = asked[lo : lo + _BATCH]
             scores, counts = language_model.scores([self.texts[i] for i in part])
-            self.loglik[lo : lo + len(part)] = scores / settings.temperature
-            self.known[lo : lo + len(part)] = counts > 0
+            self.loglik[part] = scores / settings.temperature
+            self.informative[part] = counts > 0
+
+    def log_posterior(self, rows: np.ndarray, log_prior: np.ndarray) -> np.ndarray:
+        """log p(lang | text) for texts `rows` (len(rows) x 55): the prior itself where a text says
+        nothing, -inf but for the script's language where the script decides."""
+        logp = np.where(self.informative[rows, None], self.loglik[rows].astype(np.float64), 0.0) + log_prior
+        fixed = self.fixed[rows]
+        if (fixed >= 0).any():
+            k = np.flatnonzero(fixed >= 0)
+            logp[k] = -np.inf
+            logp[k, fixed[k]] = 0.0
+        return logp - _logsumexp(logp)
 
     def decide(self, prior: LanguagePrior, min_confidence: float) -> tuple[list[str], np.ndarray]:
-        """(code per text, its posterior): script answers have posterior 1, `und` 0 (and below the floor)."""
-        codes = np.array([q if q is not None else UND for q in self.quick], dtype=object)
-        confidence = np.array([0.0 if q in (None, UND) else 1.0 for q in self.quick], dtype=np.float64)
-        log_prior = prior.log_vector()
-        for lo in range(0, len(self.asked), _BATCH):
-            logp = self.loglik[lo : lo + _BATCH].astype(np.float64) + log_prior
-            logp -= logp.max(axis=1, keepdims=True)
-            post = np.exp(logp)
-            post /= post.sum(axis=1, keepdims=True)
-            best = post.argmax(axis=1)  # ties: the first language in langdetect's sorted profile order
-            conf = post[np.arange(len(best)), best]
-            known = self.known[lo : lo + _BATCH]  # a text with no n-gram the model knows stays `und`, 0
-            where = self.asked[lo : lo + _BATCH][known]
-            confidence[where] = conf[known]
-            codes[where] = np.where(conf[known] >= min_confidence, self.langs[best[known]], UND)
-        return codes.tolist(), confidence
+        """(code per text, its posterior): `und` (posterior 0) for a text without evidence, and below the floor."""
+        return _decide(lambda rows: self.log_posterior(rows, prior.log_vector()), self.informative, self.langs, min_confidence)
+
+
+def _logsumexp(logp: np.ndarray) -> np.ndarray:
+    top = logp.max(axis=1, keepdims=True)
+    return top + np.log(np.exp(logp - top).sum(axis=1, keepdims=True))
+
+
+def _decide(log_posterior, informative: np.ndarray, langs: np.ndarray, min_confidence: float) -> tuple[list[str], np.ndarray]:
+    """Best language and its posterior for rows 0..n-1, in batches; `und` where there is no evidence or below the floor."""
+    codes = np.full(len(informative), UND, dtype=object)
+    confidence = np.zeros(len(informative), dtype=np.float64)
+    for lo in range(0, len(informative), _BATCH):
+        rows = np.arange(lo, min(lo + _BATCH, len(informative)))
+        logp = log_posterior(rows)
+        best = logp.argmax(axis=1)  # ties: the first language in langdetect's sorted profile order
+        conf = np.exp(logp[np.arange(len(rows)), best])
+        has = informative[rows]
+        confidence[rows[has]] = conf[has]
+        codes[rows[has]] = np.where(conf[has] >= min_confidence, langs[best[has]], UND)
+    return codes.tolist(), confidence
 
 
 def detect_texts(texts: Sequence[str], prior: LanguagePrior, settings: LanguageSettings) -> dict[str, str]:
@@ -200,41 +227,83 @@ def detect_texts(texts: Sequence[str], prior: LanguagePrior, settings: LanguageS
     return dict(zip(unique, codes))
 
 
-def _whole_text(boards: pl.DataFrame | None, max_chars: int) -> pl.Expr:
-    parts = [pl.col("title").fill_null(""), pl.col("description").fill_null("")]
-    if boards is not None:
-        parts.append(pl.col("_boards").list.join(" ").fill_null(""))
-    return pl.concat_str(parts, separator=" ").str.strip_chars().str.slice(0, max_chars).alias("_lang_text")
-
-
 class _PinTexts:
-    """Pins with their given language and detection text, and the distinct texts scored once."""
+    """The pins to detect: their own text (title + description) and their board titles, each distinct text scored once.
+
+    A pin's posterior is its own text's times each board title's bounded evidence: a board title
+    is in the pin's language with probability rho (`board_agreement`), else in any language
+    (drawn from the prior), so for a board whose posterior is q,
+        evidence(lang) = log(1 - rho + rho * q(lang) / prior(lang))
+    which is 0 for a board that says nothing, at most log(1 - rho + rho / prior(lang)) for one
+    clearly in `lang`, and never below log(1 - rho): a board in another language (savers name
+    boards in their own language) cannot outvote the pin's own words, and a pin with an emoji
+    title is told by its boards alone.
+    """
 
     def __init__(self, pins: pl.DataFrame, pin_boards: pl.DataFrame | None, settings: LanguageSettings) -> None:
+        from scipy.sparse import csr_matrix
+
         given = (
             pl.col("language").cast(pl.Utf8).str.strip_chars().str.to_lowercase()
             if "language" in pins.columns
             else pl.lit(None, pl.Utf8)
         )
-        frame = pins
-        if pin_boards is not None:
-            frame = frame.join(pin_boards.select("pin_id", pl.col("boards").alias("_boards")), on="pin_id", how="left", maintain_order="left")
-        self.frame = frame.with_columns(
+        self.frame = pins.with_columns(
             pl.when(given.str.len_chars() > 0).then(given).otherwise(pl.lit(None, pl.Utf8)).alias("_given"),
-            _whole_text(pin_boards, settings.max_chars),
+            pl.concat_str([pl.col("title").fill_null(""), pl.col("description").fill_null("")], separator=" ")
+            .str.strip_chars()
+            .str.slice(0, settings.max_chars)
+            .alias("_lang_text"),
+        ).with_row_index("_row")
+        todo = self.frame.filter(pl.col("_given").is_null()).select("_row", "pin_id", "_lang_text")
+        self.rows = todo.get_column("_row")
+        own_texts = todo.get_column("_lang_text").unique().sort()
+        self.own = ScoredTexts(own_texts.to_list(), settings)
+        self.own_idx = todo.join(
+            pl.DataFrame({"_lang_text": own_texts, "_i": np.arange(len(own_texts))}), on="_lang_text", how="left", maintain_order="left"
+        ).get_column("_i").to_numpy()
+        titles = pl.DataFrame(schema={"_k": pl.UInt32, "title": pl.Utf8})
+        if pin_boards is not None:
+            titles = (
+                todo.with_row_index("_k")
+                .join(pin_boards.select("pin_id", "boards"), on="pin_id", how="inner")
+                .select("_k", pl.col("boards").list.unique().alias("title"))
+                .explode("title")
+                .with_columns(pl.col("title").str.slice(0, settings.max_chars))
+                .filter(pl.col("title").str.strip_chars().str.len_chars() > 0)
+            )
+        distinct = titles.get_column("title").unique().sort()
+        self.boards = ScoredTexts(distinct.to_list(), settings)
+        pairs = titles.join(pl.DataFrame({"title": distinct, "_b": np.arange(len(distinct))}), on="title").sort("_k", "_b")
+        self.pin_boards = csr_matrix(
+            (np.ones(pairs.height), (pairs.get_column("_k").to_numpy(), pairs.get_column("_b").to_numpy())),
+            shape=(todo.height, len(distinct)),
         )
-        self.todo = self.frame.filter(pl.col("_given").is_null()).get_column("_lang_text").unique().sort().to_list()
-        self.scored = ScoredTexts(self.todo, settings)
-        self.helper_columns = ["_given", "_lang_text", "_detected", "_confidence"] + (["_boards"] if pin_boards is not None else [])
+        board_says = self.pin_boards @ self.boards.informative.astype(np.float64) > 0
+        self.informative = self.own.informative[self.own_idx] | board_says
+        self.by_boards_only = int((~self.own.informative[self.own_idx] & board_says).sum())
+        self.board_agreement = settings.board_agreement
+        self.helper_columns = ["_row", "_given", "_lang_text", "_detected", "_confidence"]
 
     def decide(self, prior: LanguagePrior, min_confidence: float) -> pl.DataFrame:
         """The pins with `_detected` and `_confidence` (null where the language was given)."""
-        codes, confidence = self.scored.decide(prior, min_confidence)
-        lookup = pl.DataFrame(
-            {"_lang_text": self.todo, "_detected": codes, "_confidence": confidence},
-            schema={"_lang_text": pl.Utf8, "_detected": pl.Utf8, "_confidence": pl.Float64},
+        log_prior = prior.log_vector()
+        rho = self.board_agreement
+        evidence = np.zeros((len(self.boards.texts), len(log_prior)), dtype=np.float64)
+        if len(self.boards.texts):
+            q_over_prior = np.exp(self.boards.log_posterior(np.arange(len(self.boards.texts)), log_prior) - log_prior)
+            evidence = np.where(self.boards.informative[:, None], np.log(1.0 - rho + rho * q_over_prior), 0.0)
+
+        def log_posterior(rows: np.ndarray) -> np.ndarray:
+            logp = self.own.log_posterior(self.own_idx[rows], log_prior) + self.pin_boards[rows] @ evidence
+            return logp - _logsumexp(logp)
+
+        codes, confidence = _decide(log_posterior, self.informative, self.own.langs, min_confidence)
+        decided = pl.DataFrame(
+            {"_row": self.rows, "_detected": codes, "_confidence": confidence},
+            schema={"_row": pl.UInt32, "_detected": pl.Utf8, "_confidence": pl.Float64},
         )
-        return self.frame.join(lookup, on="_lang_text", how="left", maintain_order="left")
+        return self.frame.join(decided, on="_row", how="left", maintain_order="left")
 
     def sure_counts(self, settings: LanguageSettings) -> dict[str, int]:
         """Pass 1, uniform prior: pins per language whose language is given, or detected with
@@ -279,7 +348,9 @@ def detect_languages(
     stats = {
         "detector": "langdetect profiles (numpy, deterministic)",
         "given": int(decided.height - detected.height),
-        "distinct_texts_detected": len(texts.todo),
+        "distinct_texts_detected": len(texts.own.texts),
+        "distinct_board_titles": len(texts.boards.texts),
+        "told_by_boards_alone": texts.by_boards_only,
         "und": int((detected.get_column("language") == UND).sum()),
         "below_min_confidence": int(((confidence < settings.min_confidence) & (confidence > 0)).sum()),
         "settings": {k: getattr(settings, k) for k in settings.__dataclass_fields__},

@@ -93,23 +93,28 @@ def test_prior_decides_a_short_title():
 
 
 @pytest.mark.parametrize(
-    "extra, title, boards, alone, with_boards",
+    "title, boards, alone, with_boards, by_boards_alone",
     [
-        # an English build with one Portuguese pin: the title alone reads as Portuguese
-        (["A melhor receita de bolo de chocolate para uma festa de aniversário"], "Homemade pizza dough",
-         ["dinner recipes", "weeknight meals"], "pt", "en"),
-        # an English build: a short Portuguese title reads as Spanish, its board says Portuguese
-        ([], "Sala de estar pequena", ["decoração"], "es", "pt"),
+        # a short Portuguese title reads as Spanish; its board says Portuguese
+        ("Sala de estar pequena", ["decoração"], "es", "pt", 0),
+        # an emoji title says nothing: its boards alone tell; without boards it is und
+        ("😍😍😍", ["chocolate cake", "my chocolate cake board"], UND, "en", 1),
+        # boards in other languages (kana, which alone would mean Japanese; French and English)
+        # cannot outvote the pin's own words: each board's say is bounded
+        ("The best small garden ever", ["小さな庭", "small garden"], "en", "en", 0),
+        ("Einfacher Schokoladenkuchen", ["gâteau au chocolat", "chocolate cake", "my chocolate cake board"], "de", "de", 0),
     ],
 )
-def test_board_titles_join_the_pin_text(extra, title, boards, alone, with_boards):
-    titles = ENGLISH + extra + [title]
+def test_board_titles_are_bounded_evidence(title, boards, alone, with_boards, by_boards_alone):
+    sure = ENGLISH + [TEXTS["de"]]  # an English build with one German pin
+    titles = sure + [title]
     without, _, _ = detect_languages(*_pins(titles))
-    assert without.get_column("language").to_list() == ["en"] * 6 + ["pt"] * len(extra) + [alone]
-    board_lists = [[]] * (len(titles) - 1) + [boards]
-    with_, _, _ = detect_languages(*_pins(titles, board_lists))
-    assert with_.get_column("language").to_list() == ["en"] * 6 + ["pt"] * len(extra) + [with_boards]
+    assert without.get_column("language").to_list() == ["en"] * 6 + ["de", alone]
+    with_, _, stats = detect_languages(*_pins(titles, [[]] * len(sure) + [boards]))
+    assert with_.get_column("language").to_list() == ["en"] * 6 + ["de", with_boards]
     assert with_.columns == without.columns == ["pin_id", "title", "description", "language"]
+    assert stats["told_by_boards_alone"] == by_boards_alone
+    assert stats["distinct_board_titles"] == len(boards)
 
 
 def test_floor_gives_und():
