@@ -94,6 +94,7 @@ class LanguageSettings:
             min_confidence=cfg.language_min_confidence,
             prior_weight=cfg.language_prior_weight,
             prior_min_confidence=cfg.language_prior_min_confidence,
+            board_agreement=cfg.language_board_agreement,
         )
 
 

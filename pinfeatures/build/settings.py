@@ -56,6 +56,8 @@ class BuildSettings(Settings):
     """Posterior below which a pin's or a query's language is `und`."""
     language_prior_weight: float = setting(0.9, min=0.0, max=1.0)
     language_prior_min_confidence: float = setting(0.9, min=0.0, max=1.0)
+    language_board_agreement: float = setting(0.5, min=0.0, max=1.0)
+    """How likely a board title is in its pin's language: bounds each board title's say in the pin's language."""
 
     # text assembly
     source_order: tuple[str, ...] = ("title", "description", "caption", "boards", "queries")

@@ -166,6 +166,7 @@ def test_max_chars_bounds_the_text():
     [
         ("language_min_confidence", 1.5, "language_min_confidence must be between 0 and 1"),
         ("language_prior_weight", -0.1, "language_prior_weight must be between 0 and 1"),
+        ("language_board_agreement", 1.01, "language_board_agreement must be between 0 and 1"),
         ("language_temperature", 0.0, "language_temperature must be between 1e-06 and 1e[+]06, got 0"),
         ("language_min_letters", 0, "language_min_letters must be between 1 and 1000000, got 0"),
     ],

@@ -14,7 +14,6 @@ from pinfeatures.build.queries import QUERY_COLUMNS, query_languages, query_tabl
 from pinfeatures.build.run import run_build
 from pinfeatures.build.scrub import normalize_phrase
 from pinfeatures.build.settings import BuildSettings
-from pinfeatures.build.settings import BuildSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 WEIGHTS = dict(BuildSettings().action_weights)  # impression 0, closeup .5, click 1, long_click 2, save 3
