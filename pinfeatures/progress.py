@@ -8,6 +8,11 @@ from contextlib import contextmanager
 from typing import Iterator
 
 
+def warn(message: str) -> None:
+    """A warning on stderr, shown even with --quiet: something was read differently than written."""
+    print(f"pinfeatures: warning: {message}", file=sys.stderr, flush=True)
+
+
 class Progress:
     def __init__(self, quiet: bool = False, prefix: str = "pinfeatures"):
         self.quiet = quiet

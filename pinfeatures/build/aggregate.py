@@ -15,6 +15,8 @@ from typing import Any, Mapping
 
 import polars as pl
 
+from pinfeatures.errors import InputError
+from pinfeatures.progress import warn
 from pinfeatures.sqlrun import connect, run_sql
 
 
@@ -44,10 +46,24 @@ def aggregate(
     query_top_k: int = 5,
     query_min_users: int = 3,
     query_top_pins: int = 10,
+    require_users: bool = False,
     threads: int | None = None,
 ) -> Aggregates:
-    """Run sql/board_titles.sql, query_norm.sql, query_pairs.sql, top_queries.sql, query_pins.sql, queries.sql."""
+    """Run sql/board_titles.sql, query_norm.sql, query_pairs.sql, top_queries.sql, query_pins.sql, queries.sql.
+
+    k counts distinct users (user ids canonical, null ones no user: validate.py). Engagements with
+    no user id at all fall back to counting engaged events, with a warning on stderr, or an
+    InputError with `require_users`.
+    """
     use_users = "user_id" in engagements.columns and engagements.get_column("user_id").null_count() < engagements.height
+    if not use_users and engagements.height:
+        message = (
+            "engagements have no user_id (the column is missing or every value is null or blank): "
+            f"the privacy threshold k={query_min_users} counts engaged events, not distinct users"
+        )
+        if require_users:
+            raise InputError(message + " (require_users is set)", column="user_id")
+        warn(message + "; --require-users makes this an error")
     con = connect(threads=threads)
     try:
         con.register("saves", _as_table(saves, {"pin_id": pl.Utf8, "board_id": pl.Utf8}).to_arrow())

@@ -27,7 +27,7 @@ from pinfeatures.build.queries import query_languages, query_table
 from pinfeatures.build.read import input_tables, read_located
 from pinfeatures.build.text import clean_column, normalise_pins
 from pinfeatures.build.tokens import make_counter
-from pinfeatures.build.validate import validate_tables
+from pinfeatures.build.validate import validate_tables, withhold_unkept_queries
 from pinfeatures.buildfolder import BuildWriter, TextLayout, coverage_stats, language_counts, token_stats
 from pinfeatures.build.settings import BuildSettings
 from pinfeatures.report.settings import ReportSettings
@@ -93,7 +93,10 @@ def _build_into(writer: BuildWriter, cfg: BuildSettings, variants: list[str], co
             query_top_k=cfg.query_top_k,
             query_min_users=cfg.min_users,
             query_top_pins=cfg.query_top_pins,
+            require_users=cfg.require_users,
         )
+    # a rejected engagement keeps its query only if that (query, pin) passed the threshold
+    valid.rejects = withhold_unkept_queries(valid.rejects, agg.query_pins)
 
     # the aggregates hold all the build needs of saves and engagements: free the big tables now
     valid.saves = valid.engagements = valid.boards = None

@@ -39,6 +39,8 @@ class BuildSettings(Settings):
     query_top_k: int = setting(5, min=1, max=10_000)
     min_users: int = setting(3, min=1, max=1_000_000)
     """Privacy threshold k: distinct users per (query, pin)."""
+    require_users: bool = False
+    """True: engagements without any user id are an error (exit 2), not a warning (k then counts events)."""
     query_top_pins: int = setting(10, min=1, max=10_000)
     """Pins listed per query in queries.parquet."""
     query_bands: tuple[float, ...] = setting((0.5, 0.8), min=0.0, max=1.0)

@@ -3,7 +3,21 @@
 In:  {name: sources.Table} as read (ids as strings, `_file`, `_row`).
 Out: ValidTables (one frame per table, valid rows only, `_file`/`_row` dropped) and one rejects
      frame (REJECT_SCHEMA) holding every row that is not used, with its table, file, row,
-     column, reason and the row itself as JSON (queries and board titles scrubbed of personal data).
+     column, reason and the row itself as JSON, made safe to write (see "Privacy" below).
+
+User ids (saves, engagements) are canonical: stripped, a whole number written with a decimal point
+(`7.0`, from a float column) is that number (`7`), and an empty or blank id is null (no user).
+
+Privacy of the reject records (the same rules for every table):
+  * no user_id: the key is dropped from every record, and a reject about the user_id column says
+    so without its value;
+  * every text value but the ids (pin_id, board_id, image_sha256) goes through the phrase scrubber
+    (scrub.normalize_phrases: folded, capped at MAX_RECORD_FIELD_CHARS, personal data removed);
+  * a line that could not be parsed into columns (malformed_json, malformed_csv, ...) is scrubbed
+    whole, and withheld (record null) in saves and engagements, where it may hold a user id or a
+    query that never passed the threshold;
+  * an engagement's query stays in its record only if that (query, pin) passed the privacy
+    threshold: `withhold_unkept_queries`, run once the aggregate stage knows which did.
 
 Reasons, checked in this order (a row gets the first that applies):
   pins:        null_id, empty_id, duplicate_pin_id (the first row of an id in input order is kept)
@@ -16,18 +30,23 @@ Reasons, checked in this order (a row gets the first that applies):
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import polars as pl
 
 from pinfeatures.build.read import ROW_COLS, Table
-from pinfeatures.build.scrub import normalize_phrase
+from pinfeatures.build.scrub import normalize_phrases
 from pinfeatures.contracts import ACTIONS, REJECT_SCHEMA, empty_rejects
 
 MAX_RECORD_CHARS = 20_000
-# Columns typed by people that may hold personal data: scrubbed before a row is written to rejects.
-_SCRUB_IN_RECORD = {"engagements": ("query",), "boards": ("title",), "saves": (), "pins": ()}
+MAX_RECORD_FIELD_CHARS = 2_000
+ID_COLUMNS = ("pin_id", "board_id", "image_sha256")
+"""Kept as written in reject records: they name content, not people, and valid ones are in the outputs."""
+USER_TABLES = ("saves", "engagements")
+"""Tables with user ids (and queries): a line of theirs that could not be parsed keeps no record."""
+USER_ID_WITHHELD = "value withheld: user ids never leave the build"
 
 
 @dataclass
@@ -55,16 +74,55 @@ def _split(table: Table, reason: pl.Expr, column: pl.Expr, detail: pl.Expr | Non
     return valid, _to_rejects(table.name, bad)
 
 
+def canonical_user_id(col: pl.Expr) -> pl.Expr:
+    """Stripped; `7.0` -> `7`; empty or blank -> null (see the module docstring)."""
+    text = col.cast(pl.Utf8).str.strip_chars()
+    text = pl.when(text.str.contains(r"^[+-]?[0-9]+\.0*$")).then(text.str.replace(r"\.0*$", "")).otherwise(text)
+    return pl.when(text.str.len_chars() > 0).then(text).otherwise(pl.lit(None, pl.Utf8))
+
+
+def _scrub_values(values: pl.Series) -> pl.Series:
+    """The phrase scrubber over the distinct values of a column, mapped back (nulls stay null)."""
+    values = values.cast(pl.Utf8)
+    distinct = values.drop_nulls().unique()
+    if distinct.len() == 0:
+        return values
+    scrubbed = normalize_phrases(distinct, MAX_RECORD_FIELD_CHARS)
+    return values.replace_strict(distinct, scrubbed, default=None, return_dtype=pl.Utf8)
+
+
+def _safe_record_frame(frame: pl.DataFrame) -> pl.DataFrame:
+    """A reject's columns as they may be written: no user_id, every text but the ids scrubbed."""
+    frame = frame.drop("user_id", strict=False)
+    text_cols = [c for c, t in frame.schema.items() if c not in ID_COLUMNS and t in (pl.Utf8, pl.Categorical)]
+    return frame.with_columns([_scrub_values(frame.get_column(c)).alias(c) for c in text_cols])
+
+
+def _withhold_user_id_detail(rejects: pl.DataFrame) -> pl.DataFrame:
+    return rejects.with_columns(
+        pl.when(pl.col("column") == "user_id").then(pl.lit(USER_ID_WITHHELD)).otherwise(pl.col("detail")).alias("detail")
+    )
+
+
+def safe_unparsed(name: str, unparsed: pl.DataFrame) -> pl.DataFrame:
+    """Rejects of lines read.py could not parse into columns, made safe to write: the raw line is
+    scrubbed whole, or withheld in a table with user ids (module docstring)."""
+    if unparsed.height == 0:
+        return unparsed
+    if name in USER_TABLES:
+        record = pl.lit(None, pl.Utf8)
+    else:
+        record = _scrub_values(unparsed.get_column("record"))
+    return _withhold_user_id_detail(unparsed.with_columns(record.alias("record")))
+
+
 def _to_rejects(name: str, bad: pl.DataFrame) -> pl.DataFrame:
     if bad.height == 0:
         return empty_rejects()
     data_cols = [c for c in bad.columns if c not in (*ROW_COLS, "_reason", "_column", "_detail")]
-    scrub = [c for c in _SCRUB_IN_RECORD.get(name, ()) if c in data_cols]
-    record_frame = bad.select(data_cols).with_columns(
-        [pl.col(c).cast(pl.Utf8).map_elements(normalize_phrase, return_dtype=pl.Utf8) for c in scrub]
-    )
+    record_frame = _safe_record_frame(bad.select(data_cols))
     records = record_frame.select(pl.struct(pl.all()).struct.json_encode().str.slice(0, MAX_RECORD_CHARS).alias("record")).get_column("record")
-    return pl.DataFrame(
+    return _withhold_user_id_detail(pl.DataFrame(
         {
             "table": [name] * bad.height,
             "file": bad.get_column("_file").cast(pl.Utf8),
@@ -75,7 +133,27 @@ def _to_rejects(name: str, bad: pl.DataFrame) -> pl.DataFrame:
             "record": records,
         },
         schema=REJECT_SCHEMA,
-    )
+    ))
+
+
+def withhold_unkept_queries(rejects: pl.DataFrame, query_pins: pl.DataFrame) -> pl.DataFrame:
+    """Rejected engagements keep their query only if that (normalised query, pin) passed the
+    privacy threshold (is in query_pins); otherwise the record's query becomes null.
+
+    In:  rejects (REJECT_SCHEMA, from validate_tables), query_pins (query, pin_id, ...).
+    Out: the same rows, in the same order.
+    """
+    is_eng = (pl.col("table") == "engagements") & pl.col("record").is_not_null()
+    if rejects.filter(is_eng).height == 0:
+        return rejects
+    kept = set(query_pins.select("query", "pin_id").iter_rows())
+    records = rejects.get_column("record").to_list()
+    for i in rejects.with_row_index("_i").filter(is_eng).get_column("_i").to_list():
+        record = json.loads(records[i])
+        if record.get("query") is not None and (record["query"], record.get("pin_id")) not in kept:
+            record["query"] = None
+            records[i] = json.dumps(record, ensure_ascii=False)
+    return rejects.with_columns(pl.Series("record", records, dtype=pl.Utf8))
 
 
 def _id_checks(*cols: str) -> tuple[pl.Expr, pl.Expr]:
@@ -91,12 +169,20 @@ def _id_checks(*cols: str) -> tuple[pl.Expr, pl.Expr]:
     return reason, column
 
 
+def _canonical_users(table: Table) -> Table:
+    if table.name not in USER_TABLES or "user_id" not in table.frame.columns:
+        return table
+    frame = table.frame.with_columns(canonical_user_id(pl.col("user_id")).alias("user_id"))
+    return Table(table.name, table.source, frame, table.unparsed)
+
+
 def validate_tables(tables: Mapping[str, Table], actions: Sequence[str] = ACTIONS) -> ValidTables:
     """Split each table into valid rows and rejects (see the module docstring for the reasons).
 
     `actions`: the known actions (the build's `action_weights` names); any other is `unknown_action`.
     """
-    rejects: list[pl.DataFrame] = [t.unparsed for t in tables.values()]
+    rejects: list[pl.DataFrame] = [safe_unparsed(name, t.unparsed) for name, t in tables.items()]
+    tables = {name: _canonical_users(t) for name, t in tables.items()}
 
     # pins
     pins_t = tables["pins"]

@@ -39,6 +39,8 @@ def build_settings(config: str | None = None, **flags: Any) -> dict[str, Any]:
 @click.option("--tokenizer", type=click.Path(file_okay=False), help="Local Hugging Face tokenizer folder for token budgets (default: built-in approximation).")
 @click.option("--max-tokens", type=int, help="Total token budget per text (default 512).")
 @click.option("--min-users", type=int, help="Privacy threshold k: distinct users per (query, pin) (default 3).")
+@click.option("--require-users", is_flag=True, default=None,
+              help="Stop (exit 2) when engagements have no user ids, instead of counting k in events with a warning.")
 @click.option("--allow-private-addresses", is_flag=True, default=None,
               help="Fetch image URLs on loopback, private, link-local, ... addresses too (refused by default: blocked_address).")
 @click.option("--retry-failed", is_flag=True, default=None, help="Caption images that failed in an earlier run again.")
