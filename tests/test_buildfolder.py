@@ -1,0 +1,269 @@
+"""pinfeatures.buildfolder: the writer (tables, parts, row hashes, manifest), the reader's checks
+against the manifest (tampered folders are refused), the lock, and the recovery of a swap that a
+killed build left half done. Real Parquet in tmp folders; the build-level behaviour (kill -9 of a
+real build, concurrent builds, change sets) is in tests/build/test_commit.py."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+
+import polars as pl
+import pytest
+from conftest import write_build
+
+from pinfeatures import buildfolder
+from pinfeatures.buildfolder import MANIFEST, BuildLocked, BuildWriter, TextLayout, open_build
+from pinfeatures.contracts import Variant, empty_rejects
+from pinfeatures.errors import ConfigError, InputError
+
+FEATURES = pl.DataFrame(
+    {
+        "pin_id": ["p1", "p2", "p3"],
+        "title": ["Red sofa", None, "Fish"],
+        "description": ["cosy", "garden", None],
+        "caption": [None, None, None],
+        "boards": [["Living"], [], ["Dinner", "Fish"]],
+        "queries": [[], ["garden"], []],
+        "language": ["en", "en", "de"],
+    }
+)
+TEXTS = pl.DataFrame(
+    {
+        "pin_id": ["p1", "p1", "p2", "p2", "p3", "p3"],
+        "variant": ["title", "title+boards"] * 3,
+        "text": ["Title: Red sofa", "Title: Red sofa\nBoards: Living", "", "", "Title: Fish", "Title: Fish\nBoards: Dinner | Fish"],
+        "n_tokens": [3, 5, 0, 0, 2, 6],
+    }
+)
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def make(out, **fields):
+    return write_build(out, {"features": FEATURES, "texts": TEXTS}, **fields)
+
+
+def test_writer_commits_a_verifiable_folder(tmp_path):
+    out = make(tmp_path / "b")
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["schema_version"] == buildfolder.SCHEMA_VERSION == 2
+    assert manifest["outputs"] == {
+        "rejects": {"path": "rejects.parquet", "rows": 0, "parts": 1},
+        "features": {"path": "features.parquet", "rows": 3, "parts": 1},
+        "texts": {"path": "texts.parquet", "rows": 6, "parts": 1},
+    }
+    for rel, entry in manifest["files"].items():
+        data = (out / rel).read_bytes()
+        assert entry == {"rows": pl.read_parquet(out / rel).height, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    assert manifest["changes"] == {"previous": None}
+    # the staging folder is gone, the lock's files stay beside the folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".b.lock", ".b.lock.json", "b"]
+    build = open_build(out)
+    assert build.build_id == manifest["build_id"] and build.variants == (Variant(("title",)), Variant(("title", "boards")))
+    assert build.layout == TextLayout()
+
+
+def test_row_hashes(tmp_path):
+    build = open_build(make(tmp_path / "b"))
+    texts = build.read("texts")
+    assert texts["text_sha256"].to_list() == [sha(t) for t in TEXTS["text"]]
+    feats = build.read("features")
+    # content_sha256 covers exactly the five sources: JSON [title, description, caption, boards, queries]
+    expected = sha(json.dumps(["Red sofa", "cosy", None, ["Living"], []], separators=(",", ":")))
+    assert feats["content_sha256"][0] == expected
+    assert feats["content_sha256"].n_unique() == 3
+    same_sources = FEATURES.with_columns(pl.lit("fr").alias("language"))
+    assert buildfolder.with_row_hashes("features", same_sources)["content_sha256"].to_list() == feats["content_sha256"].to_list()
+
+
+def test_parts_and_one_file_read_alike(tmp_path):
+    with BuildWriter(tmp_path / "parts") as w:
+        w.write_table("features", FEATURES.with_columns(pl.lit("ok").alias("caption_status"), pl.lit(None, pl.Utf8).alias("image_sha256")))
+        w.add_part("texts", TEXTS.head(4).with_columns(pl.col("n_tokens").cast(pl.Int32), pl.lit(False).alias("truncated")))
+        w.add_part("texts", TEXTS.tail(2).with_columns(pl.col("n_tokens").cast(pl.Int32), pl.lit(False).alias("truncated")))
+        w.write_table("rejects", empty_rejects())
+        with pytest.raises(ValueError, match="already written as one file"):
+            w.add_part("features", FEATURES)
+        with pytest.raises(ValueError, match="already written"):
+            w.write_table("texts", TEXTS)
+        manifest = w.commit({"variants": ["title", "title+boards"], "text_layout": TextLayout().to_dict()})
+    assert manifest["outputs"]["texts"] == {"path": "texts/", "rows": 6, "parts": 2}
+    assert sorted(f for f in manifest["files"] if f.startswith("texts/")) == ["texts/part-00000.parquet", "texts/part-00001.parquet"]
+    one = open_build(make(tmp_path / "one")).read("texts")
+    parts = open_build(tmp_path / "parts")
+    assert parts.read("texts").equals(one)
+    assert parts.describe("texts") == str(tmp_path / "parts" / "texts/")
+    # a stray part that the manifest does not list is not read
+    shutil.copy(tmp_path / "parts" / "texts" / "part-00000.parquet", tmp_path / "parts" / "texts" / "part-00002.parquet")
+    assert open_build(tmp_path / "parts").read("texts").height == 6
+
+
+def test_writer_refuses_bad_tables(tmp_path):
+    with BuildWriter(tmp_path / "b") as w:
+        with pytest.raises(ValueError, match="unknown build table 'stuff'"):
+            w.write_table("stuff", FEATURES)
+        with pytest.raises(InputError, match="texts.parquet, column 'n_tokens': required column is missing"):
+            w.write_table("texts", TEXTS.drop("n_tokens"))
+        with pytest.raises(InputError, match="features.parquet, column 'boards': expected List"):
+            w.write_table("features", FEATURES.with_columns(pl.lit("x").alias("boards")))
+        with pytest.raises(ValueError, match="without table"):
+            w.commit({})
+    assert not (tmp_path / "b").exists()  # nothing committed, the staging folder removed
+    assert not list(tmp_path.glob(".b.staging-*"))
+
+
+def test_out_that_is_not_a_build_folder(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="exists and is not a build folder"):
+        BuildWriter(tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    (tmp_path / "empty").mkdir()
+    make(tmp_path / "empty")  # an empty folder is fine
+    assert open_build(tmp_path / "empty").read("features").height == 3
+
+
+# -- the reader refuses a folder that does not match its manifest ------------------------------
+
+
+@pytest.fixture()
+def built(tmp_path):
+    return make(tmp_path / "b")
+
+
+def test_missing_file(built):
+    (built / "texts.parquet").unlink()
+    with pytest.raises(InputError, match=r"texts.parquet: does not match manifest.json \(changed after the build\?\): missing"):
+        open_build(built)
+
+
+def test_truncated_parquet(built):
+    data = (built / "features.parquet").read_bytes()
+    (built / "features.parquet").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=rf"features.parquet: does not match manifest.json .*: {len(data) // 2} bytes, committed {len(data)}"):
+        open_build(built)
+
+
+def test_same_size_but_damaged_footer(built):
+    path = built / "features.parquet"
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF  # inside the footer length / magic
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="features.parquet: does not match manifest.json .*: not readable as Parquet"):
+        open_build(built)
+
+
+def test_changed_row_count(built):
+    manifest = json.loads((built / MANIFEST).read_text())
+    manifest["files"]["texts.parquet"]["rows"] = 7
+    (built / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match="texts.parquet: does not match manifest.json .*: 6 rows, committed 7"):
+        open_build(built)
+
+
+def test_changed_content_of_the_same_size(built):
+    """A small file is hashed on every open; big ones with verify="full"."""
+    path = built / "texts.parquet"
+    frame = pl.read_parquet(path)
+    swapped = frame.with_columns(pl.col("text").str.replace("Red", "Rod"))
+    swapped.write_parquet(path, **buildfolder.PARQUET_OPTIONS)
+    manifest = json.loads((built / MANIFEST).read_text())
+    if path.stat().st_size != manifest["files"]["texts.parquet"]["bytes"]:
+        pytest.skip("zstd gave another size for the edited text")
+    with pytest.raises(InputError, match="texts.parquet: does not match manifest.json .*: sha256 differs"):
+        open_build(built)
+
+
+def test_full_verification_hashes_big_files(built, monkeypatch):
+    monkeypatch.setattr(buildfolder, "SMALL_FILE_BYTES", 0)  # every file counts as big
+    manifest = json.loads((built / MANIFEST).read_text())
+    manifest["files"]["texts.parquet"]["sha256"] = "0" * 64
+    (built / MANIFEST).write_text(json.dumps(manifest))
+    open_build(built)  # standard: size + rows only
+    with pytest.raises(InputError, match="sha256 differs"):
+        open_build(built, verify="full")
+
+
+def test_manifest_problems(built):
+    good = (built / MANIFEST).read_text()
+    for text, message in (
+        ("{", "not valid JSON"),
+        ("[]", "expected a JSON object"),
+        (json.dumps({"schema_version": 1}), "schema version 1, this pinfeatures reads 2: rebuild the folder"),
+        (json.dumps({"schema_version": 2}), "no build_id, files or outputs: not a committed build"),
+        (good.replace('"title+boards"', '"title+magic"'), "variants: unknown source 'magic'"),
+    ):
+        (built / MANIFEST).write_text(text)
+        with pytest.raises(InputError, match=message):
+            open_build(built)
+    manifest = json.loads(good)
+    del manifest["outputs"]["rejects"]
+    (built / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match="the rejects table is missing from the manifest"):
+        open_build(built)
+    (built / MANIFEST).unlink()
+    with pytest.raises(InputError, match="manifest.json: missing: not a build folder, or a build that never committed"):
+        open_build(built)
+
+
+def test_a_table_the_build_lacks(built):
+    with pytest.raises(InputError, match="this build has no query_pins table"):
+        open_build(built).read("query_pins")
+
+
+# -- the lock ---------------------------------------------------------------------------------
+
+
+def test_second_writer_names_the_lock_holder(tmp_path):
+    with BuildWriter(tmp_path / "b"):
+        with pytest.raises(BuildLocked) as err:
+            BuildWriter(tmp_path / "b")
+    msg = str(err.value)
+    assert "another build is writing here" in msg and f"pid {os.getpid()} on {socket.gethostname()}, started 20" in msg
+    assert "\n" not in msg
+    make(tmp_path / "b")  # released: the next build goes ahead
+
+
+# -- recovery of what a killed build left beside OUT -------------------------------------------
+
+
+def test_stale_staging_folders_are_removed(built):
+    stale = built.parent / ".b.staging-20200101T000000Z-dead"
+    stale.mkdir()
+    (stale / "features.parquet").write_text("half written")
+    old_id = open_build(built).build_id
+    make(built)
+    assert not stale.exists() and open_build(built).build_id != old_id
+
+
+def test_fallback_swap_when_renameat2_is_missing(built, monkeypatch):
+    monkeypatch.setattr(buildfolder, "_exchange", lambda a, b: False)
+    old_id = open_build(built).build_id
+    make(built)
+    assert open_build(built).build_id != old_id
+    assert sorted(p.name for p in built.parent.iterdir()) == [".b.lock", ".b.lock.json", "b"]
+
+
+def test_interrupted_fallback_swap_is_finished_or_undone(tmp_path):
+    """Killed between the fallback's two renames: OUT is absent, the previous build is `.OUT.replaced-*`."""
+    first = make(tmp_path / "b")
+    first_id = open_build(first).build_id
+    # undo: only the moved-aside previous build is there
+    os.rename(first, tmp_path / ".b.replaced-x")
+    w = BuildWriter(first)
+    w.close()
+    assert open_build(first).build_id == first_id
+    # finish: a complete staged build (manifest written) and the moved-aside one
+    staged = make(tmp_path / "other")
+    staged_id = open_build(staged).build_id
+    os.rename(first, tmp_path / ".b.replaced-y")
+    os.rename(staged, tmp_path / ".b.staging-z")
+    BuildWriter(first).close()
+    assert open_build(first).build_id == staged_id
+    assert not list(tmp_path.glob(".b.*-*"))
