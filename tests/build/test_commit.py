@@ -123,7 +123,9 @@ def test_a_second_build_stops_at_once_naming_the_first(tmp_path):
 
 
 def test_a_rebuild_leaves_no_stale_evaluation(tmp_path):
-    from pinfeatures.config import EvaluateConfig, PairsConfig, ReportConfig
+    from pinfeatures.evaluate.settings import EvaluateSettings
+    from pinfeatures.pairs.settings import PairsSettings
+    from pinfeatures.report.settings import ReportSettings
     from pinfeatures.evaluate.run import run_evaluate
     from pinfeatures.pairs.sample import run_pairs
     from pinfeatures.report.run import render_report, write_report
@@ -133,18 +135,18 @@ def test_a_rebuild_leaves_no_stale_evaluation(tmp_path):
     first = build(out, input=str(inputs))
     judgments = tmp_path / "j.csv"
     pl.DataFrame({"query": ["cake", "cake", "garden", "garden"], "pin_id": ["p1", "p3", "p2", "p4"], "label": [5, 1, 4, 2]}).write_csv(judgments)
-    res = run_evaluate(out, judgments, EvaluateConfig(scorers=("lexical",), bootstrap_samples=50))
+    res = run_evaluate(out, judgments, EvaluateSettings(scorers=("lexical",), bootstrap_samples=50))
     assert json.loads((out / "evaluation" / "ablation.json").read_text())["build_id"] == first["build_id"]
     assert f"Build `{first['build_id']}`" in res.markdown
-    run_pairs(out, PairsConfig(), judgments=judgments)
+    run_pairs(out, PairsSettings(), judgments=judgments)
     assert json.loads((out / "pairs_manifest.json").read_text())["build_id"] == first["build_id"]
-    write_report(out, ReportConfig(sample_pins=0))
+    write_report(out, ReportSettings(sample_pins=0))
     assert first["build_id"] in (out / "report.html").read_text()
 
     second = build(out, input=str(inputs))
     # the swap gives a fresh folder: the previous build's evaluation, pairs and report went with it
     assert sorted(p.name for p in out.iterdir()) == sorted(["manifest.json", *(f"{t}.parquet" for t in second["outputs"])])
-    page = render_report(out, ReportConfig(sample_pins=0))
+    page = render_report(out, ReportSettings(sample_pins=0))
     assert 'id="no-evaluation"' in page and second["build_id"] in page and first["build_id"] not in page
 
 
