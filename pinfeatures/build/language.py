@@ -72,7 +72,7 @@ class LanguageSettings:
     """Settings of the language stage (BuildSettings `language_*`)."""
 
     max_chars: int = 200
-    """How much of a pin's text (title, description, boards) is read: enough to tell a language."""
+    """How much of a pin's title + description (and of each board title) is read: enough to tell a language."""
     min_letters: int = 3
     """Texts with fewer letters (marks included) are `und` (CJK: fewer than 2)."""
     temperature: float = 3.0

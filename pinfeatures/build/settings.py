@@ -51,7 +51,7 @@ class BuildSettings(Settings):
     # text normalisation and language
     max_source_chars: int = setting(4000, min=1, max=10_000_000)
     language_max_chars: int = setting(200, min=1, max=1_000_000)
-    """How much of a pin's text (title, description, board titles) language detection reads."""
+    """How much of a pin's title + description (and of each board title) language detection reads."""
     language_min_letters: int = setting(3, min=1, max=1_000_000)
     language_temperature: float = setting(3.0, min=1e-6, max=1e6)
     language_min_confidence: float = setting(0.5, min=0.0, max=1.0)
