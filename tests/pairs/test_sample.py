@@ -183,6 +183,12 @@ def test_cli(build, tmp_path):
     assert r.exit_code == 0, r.output
     assert "sampled 8 of" in r.output and "stratum" in r.output
     assert json.loads((tmp_path / "pairs_manifest.json").read_text())["sample"]["bands"]["cutoffs"] == [0.6, 0.9]
+    r = CliRunner().invoke(cli, ["pairs", "--build", str(build), "--sample", "8", "--out", str(out), "--strata-language", "query"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "pairs_manifest.json").read_text())["config"]["strata_language"] == "query"
+    assert set(pl.read_parquet(out)["stratum"].str.split("/").list.first()) == {"und"}  # this build's query_pins has no query_language
+    r = CliRunner().invoke(cli, ["pairs", "--build", str(build), "--sample", "3", "--strata-language", "user"])
+    assert r.exit_code == 2
     r = CliRunner().invoke(cli, ["pairs", "--build", str(build), "--bands", "x,y", "--sample", "3"])
     assert r.exit_code == 2
     r = CliRunner().invoke(cli, ["pairs", "--build", str(build)])
