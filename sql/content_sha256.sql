@@ -4,7 +4,14 @@
 -- In:   features (title, description, caption VARCHAR; boards, queries VARCHAR[]), registered by
 --       pinfeatures.buildfolder.
 -- Params: none.
--- Out:  content_sha256 (lowercase hex) over the JSON array [title, description, caption, boards,
---       queries] (null stays null, a list keeps its order), one row per input row, in input order.
-SELECT sha256(to_json([to_json(title), to_json(description), to_json(caption), to_json(boards), to_json(queries)])) AS content_sha256
+-- Out:  content_sha256 (lowercase hex) of title, description, caption, boards, queries joined by
+--       U+001F, list items joined by U+001E, a null value or list as U+0000; one row per input
+--       row, in input order. Unambiguous because the text stage removes control characters from
+--       every value (a plain join: about half the time of hashing a JSON rendering).
+SELECT sha256(concat_ws(chr(31),
+                        coalesce(title, chr(0)),
+                        coalesce(description, chr(0)),
+                        coalesce(caption, chr(0)),
+                        coalesce(array_to_string(boards, chr(30)), chr(0)),
+                        coalesce(array_to_string(queries, chr(30)), chr(0)))) AS content_sha256
 FROM features

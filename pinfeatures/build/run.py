@@ -120,17 +120,19 @@ def _build_into(writer: BuildWriter, cfg: BuildSettings, variants: list[str], co
     with progress.stage("assemble", f"{len(variants)} variant(s) x {features.height} pins"):
         texts = assemble_texts(features, variants, cfg, counter)
 
-    with progress.stage("write", f"writing and committing {writer.out}"):
+    with progress.stage("write", f"writing to {writer.staging}"):
         writer.write_table("features", features)
         writer.write_table("texts", texts)
         writer.write_table("rejects", valid.rejects)
         writer.write_table("query_pins", query_pins)
         writer.write_table("queries", queries)
-        timings = dict(progress.timings)
-        timings["total"] = time.perf_counter() - started
-        root = images_root(cfg, located)
-        fields = _manifest(cfg, fingerprints, valid, agg.stats, language_stats, caption_stats, features, texts, variants, counter.name, timings)
-        fields["images_root"] = str(root.absolute()) if root is not None else None
+        writer.write_changes()
+    timings = dict(progress.timings)
+    timings["total"] = time.perf_counter() - started
+    root = images_root(cfg, located)
+    fields = _manifest(cfg, fingerprints, valid, agg.stats, language_stats, caption_stats, features, texts, variants, counter.name, timings)
+    fields["images_root"] = str(root.absolute()) if root is not None else None
+    with progress.stage("commit", f"manifest.json, then the swap into {writer.out}"):
         return writer.commit(fields)
 
 
