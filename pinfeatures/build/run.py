@@ -75,7 +75,7 @@ def _build_into(writer: BuildWriter, cfg: BuildSettings, variants: list[str], co
     """The stages, written through `writer`; returns the committed manifest."""
     with progress.stage("read", "finding and reading the input tables"):
         located = input_tables(cfg)
-        tables = {name: read_located(tf) for name, tf in located.items()}
+        tables = {name: read_located(tf, cfg.encoding) for name, tf in located.items()}
         fingerprints = {name: tf.fingerprint() for name, tf in located.items()}
 
     with progress.stage("validate", "checking ids, references and actions"):

@@ -30,9 +30,11 @@ class BuildSettings(Settings):
     tokenizer: str | None = setting(None, path=True)
     quiet: bool = False
     write_report: bool = False
+    """Also write report.html (with the `[report]` settings) into `out`."""
     previous: str | None = setting(None, path=True)
     """A build folder to write changes.parquet against (default: the build already in `out`)."""
-    """Also write report.html (with the `[report]` settings) into `out`."""
+    encoding: str = "utf-8"
+    """Text encoding of CSV and JSONL inputs (`latin-1`, `cp1252`, ...); bytes that do not decode are counted in a warning."""
 
     # aggregation (sql/)
     board_top_k: int = setting(5, min=1, max=10_000)
@@ -90,6 +92,9 @@ class BuildSettings(Settings):
             raise ConfigError(f"max_tokens_per_source must give each of {list(SOURCES)}, got {sorted(self.max_tokens_per_source)}")
         if not self.field_separator or not self.list_separator:
             raise ConfigError("field_separator and list_separator must not be empty")
+        from pinfeatures.build.read import text_codec
+
+        text_codec(self.encoding)  # an unknown encoding fails before any stage starts
 
     @property
     def actions(self) -> tuple[str, ...]:

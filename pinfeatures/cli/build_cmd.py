@@ -43,6 +43,7 @@ def build_settings(config: str | None = None, **flags: Any) -> dict[str, Any]:
               help="Stop (exit 2) when engagements have no user ids, instead of counting k in events with a warning.")
 @click.option("--allow-private-addresses", is_flag=True, default=None,
               help="Fetch image URLs on loopback, private, link-local, ... addresses too (refused by default: blocked_address).")
+@click.option("--encoding", help="Text encoding of CSV/JSONL inputs (default utf-8; e.g. latin-1, cp1252).")
 @click.option("--retry-failed", is_flag=True, default=None, help="Caption images that failed in an earlier run again.")
 @click.option("--previous", type=click.Path(file_okay=False), help="Build folder to compare with for changes.parquet (default: the build already in --out).")
 @click.option("--write-report", "--report", "write_report", is_flag=True, default=None, help="Also write report.html into --out.")

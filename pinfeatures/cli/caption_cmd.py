@@ -18,11 +18,11 @@ import click
 
 from pinfeatures.settings import load_settings
 
-_TOP = ("input", "pins", "images_root", "quiet")
+_TOP = ("input", "pins", "images_root", "quiet", "encoding")
 
 
 def caption_settings(config: str | None = None, **flags: Any) -> dict[str, Any]:
-    """{"": BuildSettings (input, pins, images_root, quiet and the [caption] table)}."""
+    """{"": BuildSettings (input, pins, images_root, quiet, encoding and the [caption] table)}."""
     from pinfeatures.build.settings import BuildSettings
 
     return load_settings(
@@ -43,6 +43,7 @@ def caption_settings(config: str | None = None, **flags: Any) -> dict[str, Any]:
 @click.option("--retry-failed", is_flag=True, default=None, help="Recaption images whose cached result is a failure.")
 @click.option("--allow-private-addresses", is_flag=True, default=None,
               help="Fetch image URLs on loopback, private, link-local, ... addresses too (refused by default: blocked_address).")
+@click.option("--encoding", help="Text encoding of a CSV/JSONL pins table (default utf-8; e.g. latin-1, cp1252).")
 @click.option("--batch-size", type=int, help="Images per model batch.")
 @click.option("--device", help="auto, cpu, cuda, cuda:N.")
 @click.option("--dtype", help="auto, float32, bfloat16, float16.")
@@ -59,7 +60,7 @@ def caption(**params: Any) -> None:
         raise ConfigError("give --input DIR (with a pins table) or --pins FILE")
     if not cfg.caption.caption_model:
         raise ConfigError("give --caption-model (a model folder, hub id, open_clip:ARCH, or 'demo')")
-    table = read_located(locate("pins", cfg.input, cfg.pins, required=True))
+    table = read_located(locate("pins", cfg.input, cfg.pins, required=True), cfg.encoding)
     pins = table.frame
     frame, stats = caption_pins(
         pins.select("pin_id", "image"), cfg.caption,

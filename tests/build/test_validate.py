@@ -62,7 +62,8 @@ def test_every_reject_reason(tables):
     # the first row of a duplicate id is kept; ids are stripped
     assert valid.pins.select("pin_id", "title").rows() == [("p1", "one"), ("p2", "first p2"), ("p3", "three"), ("p4", "four")]
 
-    assert rejects_of(valid, "boards") == [(2, "board_id", "null_id"), (3, "board_id", "empty_id"), (5, "board_id", "duplicate_board_id")]
+    # boards.csv: the row is the file line, the header being line 1
+    assert rejects_of(valid, "boards") == [(3, "board_id", "null_id"), (4, "board_id", "empty_id"), (6, "board_id", "duplicate_board_id")]
     assert valid.boards.select("board_id", "title").rows() == [("b1", "Cakes"), ("b2", "first b2")]
 
     assert rejects_of(valid, "saves") == [
@@ -110,7 +111,7 @@ def test_reject_records_are_json_and_scrubbed(tables):
     valid = validate_tables(read)
     rec = valid.rejects.filter((pl.col("table") == "engagements") & (pl.col("row") == 10)).get_column("record")[0]
     assert json.loads(rec) == {"query": "mail", "pin_id": "p1", "action": "purchase"}
-    rec = valid.rejects.filter((pl.col("table") == "boards") & (pl.col("row") == 5)).get_column("record")[0]
+    rec = valid.rejects.filter((pl.col("table") == "boards") & (pl.col("row") == 6)).get_column("record")[0]
     assert json.loads(rec) == {"board_id": "b2", "title": "mail", "description": None} or json.loads(rec) == {"board_id": "b2", "title": "mail"}
     rec = valid.rejects.filter((pl.col("table") == "pins") & (pl.col("row") == 6)).get_column("record")[0]
     assert json.loads(rec)["title"] == "second p2"

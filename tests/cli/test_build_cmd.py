@@ -71,10 +71,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path):
     code, _, stderr = run_cli("build", "--input", str(d), "--out", str(tmp_path / "o"), "--quiet")
     _one_line_error(code, stderr, str(d / "pins.parquet"), "'title'", "missing required column")
     assert not (tmp_path / "o" / "manifest.json").exists()
-
-    pl.DataFrame({"pin_id": [1.0, 2.5], "board_id": ["a", "b"]}).write_parquet(tmp_path / "saves.parquet")
-    code, _, stderr = run_cli("build", "--input", str(FIXTURES / "input"), "--saves", str(tmp_path / "saves.parquet"), "--out", str(tmp_path / "o"), "--quiet")
-    _one_line_error(code, stderr, "saves.parquet", "column 'pin_id'", "row 2", "fractional")
+    # a fractional id is a reject of its row, not an error: tests/cli/test_bad_rows.py
 
 
 @pytest.mark.parametrize(
