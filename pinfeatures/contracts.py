@@ -36,7 +36,8 @@ REJECT_SCHEMA: dict[str, pl.DataType] = {
     "detail": pl.Utf8,
     "record": pl.Utf8,
 }
-"""One row per input row that was not used: its table, file, 1-based row, column, reason, detail,
+"""One row per input row that was not used: its table, file, row (CSV/JSONL: the file line where
+the record starts, the CSV header being line 1; Parquet: the 1-based row), column, reason, detail,
 and the row itself as JSON (scrubbed of personal data)."""
 
 
