@@ -159,8 +159,9 @@ def test_judgment_rejects(tmp_path):
     assert sorted(rej["reason"].to_list()) == sorted(
         ["unknown_pin", "label_out_of_range", "bad_label", "bad_label", "null_query", "null_query", "null_pin_id", "null_label", "duplicate"]
     )
-    assert rej.filter(pl.col("reason") == "unknown_pin")["row"].to_list() == [12]
-    assert rej.filter(pl.col("reason") == "duplicate")["row"].to_list() == [20]
+    # rows are CSV file lines: the header is line 1
+    assert rej.filter(pl.col("reason") == "unknown_pin")["row"].to_list() == [13]
+    assert rej.filter(pl.col("reason") == "duplicate")["row"].to_list() == [21]
     assert set(rej["table"]) == {"judgments"}
     assert json.loads(rej.filter(pl.col("reason") == "label_out_of_range")["record"][0])["label"] == "7"
     assert res.result["judgments"]["valid"] == len(JUDGED) + 1

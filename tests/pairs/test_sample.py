@@ -136,7 +136,7 @@ def test_judged_pairs_with_labels_and_jsonl(build, tmp_path):
     assert rows[0] == {"query": "living room", "pin_id": "p1", "variant": "caption", "text": "Image: a red sofa", "label": 5}
     assert res.manifest["judgments"]["rejects"] == {"unknown_pin": 1}
     rejects = pl.read_parquet(tmp_path / "pairs_rejects.parquet")
-    assert rejects.select("table", "file", "row", "column", "reason").rows() == [("judgments", str(j), len(JUDGED) + 1, "pin_id", "unknown_pin")]
+    assert rejects.select("table", "file", "row", "column", "reason").rows() == [("judgments", str(j), len(JUDGED) + 2, "pin_id", "unknown_pin")]  # a file line: header = 1
     assert json.loads(rejects["record"][0]) == {"query": "q", "pin_id": "p404", "label": "3"}
 
 
