@@ -147,7 +147,7 @@ def test_reject_records_hold_no_user_id_no_below_k_query_no_raw_secret(tmp_path)
     saves = rejects.filter(pl.col("table") == "saves").to_dicts()
     assert [json.loads(r["record"]) for r in saves] == [{"pin_id": "p404", "board_id": "b1"}]
     boards = rejects.filter(pl.col("table") == "boards").to_dicts()
-    assert [(r["row"], r["reason"], r["record"]) for r in boards] == [(5, "malformed_csv", '["b5", "call ", "extra field"]')]
+    assert [(r["row"], r["reason"], r["record"]) for r in boards] == [(6, "malformed_csv", '["b5", "call ", "extra field"]')]  # line 6 of boards.csv (header = line 1)
     assert manifest["rejects"]["engagements"] == {"malformed_json": 1, "unknown_action": 3, "unknown_pin": 1}
 
 
