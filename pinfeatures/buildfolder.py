@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import glob
 import hashlib
 import json
 import os
@@ -330,7 +331,7 @@ class BuildWriter:
     def __init__(self, out: str | Path, *, previous: str | Path | None = None):
         from filelock import FileLock, Timeout
 
-        self.out = Path(out).absolute()
+        self.out = Path(out).resolve()  # a symlinked OUT: stage beside its target, on its filesystem
         self.build_id = _new_build_id()
         self.started = time.time()
         self.out.parent.mkdir(parents=True, exist_ok=True)
@@ -504,8 +505,8 @@ def _describe_holder(holder: Path) -> str:
 
 def _recover(out: Path) -> None:
     """Under the lock: finish or undo a swap a killed build left half done, and remove stale staging folders."""
-    staged = sorted(out.parent.glob(f".{out.name}.staging-*"))
-    replaced = sorted(out.parent.glob(f".{out.name}.replaced-*"))
+    staged = sorted(out.parent.glob(f".{glob.escape(out.name)}.staging-*"))
+    replaced = sorted(out.parent.glob(f".{glob.escape(out.name)}.replaced-*"))
     if not out.exists():
         complete = [s for s in staged if (s / MANIFEST).is_file()]
         if replaced and complete:  # killed between the two renames of the fallback swap: finish it

@@ -257,3 +257,12 @@ def test_interrupted_fallback_swap_is_finished_or_undone(tmp_path):
     BuildWriter(first).close()
     assert open_build(first).build_id == staged_id
     assert not list(tmp_path.glob(".b.*-*"))
+
+
+def test_a_symlinked_out_is_committed_at_its_target(tmp_path):
+    real = make(tmp_path / "real")
+    (tmp_path / "link").symlink_to(real)
+    old_id = open_build(real).build_id
+    make(tmp_path / "link")
+    assert (tmp_path / "link").is_symlink() and open_build(tmp_path / "link").build_id == open_build(real).build_id != old_id
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".real.lock", ".real.lock.json", "link", "real"]
