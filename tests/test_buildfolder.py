@@ -266,3 +266,20 @@ def test_a_symlinked_out_is_committed_at_its_target(tmp_path):
     make(tmp_path / "link")
     assert (tmp_path / "link").is_symlink() and open_build(tmp_path / "link").build_id == open_build(real).build_id != old_id
     assert sorted(p.name for p in tmp_path.iterdir()) == [".real.lock", ".real.lock.json", "link", "real"]
+
+
+@pytest.mark.parametrize("command", [["report"], ["evaluate", "--judgments", "j.csv"], ["pairs", "--sample", "5"]])
+def test_commands_refuse_a_tampered_folder_in_one_line(built, command, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from pinfeatures.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    pl.DataFrame({"query": ["q"], "pin_id": ["p1"], "label": [3]}).write_csv(tmp_path / "j.csv")
+    (built / "rejects.parquet").write_bytes(b"PAR1")
+    res = CliRunner().invoke(cli, [command[0], "--build", str(built), *command[1:]])
+    assert res.exit_code == 2
+    assert res.output.strip().splitlines() == [
+        f"pinfeatures: error: {built / 'rejects.parquet'}: does not match manifest.json (changed after the build?): 4 bytes, committed "
+        f"{json.loads((built / MANIFEST).read_text())['files']['rejects.parquet']['bytes']}"
+    ]
