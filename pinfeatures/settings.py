@@ -37,7 +37,7 @@ else:  # pragma: no cover
 
 from pinfeatures.errors import ConfigError
 
-TABLES: tuple[str, ...] = ("caption", "evaluate", "pairs", "report")
+TABLES: tuple[str, ...] = ("caption", "evaluate", "pairs", "assess", "report")
 """The stage tables a config file may hold besides the build's top-level keys."""
 
 _MISSING = dataclasses.MISSING

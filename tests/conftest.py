@@ -146,3 +146,18 @@ else:
     _hypothesis_settings.register_profile("dev", max_examples=60, deadline=None)
     _hypothesis_settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True, database=None, print_blob=True)
     _hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+def cli_error(*args: Any) -> str:
+    """Run `pinfeatures ARGS` in-process through the real click group and return its error line,
+    after checking that it failed the way bad input must: exit status 2, one line on stderr
+    starting `pinfeatures: error: `, no exception escaping (no traceback)."""
+    from click.testing import CliRunner
+
+    from pinfeatures.cli import cli
+
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert isinstance(result.exception, SystemExit) and result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pinfeatures: error: "), result.stderr
+    return lines[0]

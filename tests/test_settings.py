@@ -187,10 +187,15 @@ def test_missing_and_invalid_toml(tmp_path):
 SAMPLES = {
     "variants": "title,caption+title", "scorers": "lexical", "bands": "0.3,0.7", "device": "cpu", "dtype": "float32",
     "caption_model": "demo", "allocation": "equal", "gain": "linear", "format": "jsonl",
-    "confidence": 0.9, "bm25_b": 0.5, "thumbnail_px": 64, "encoding": "latin-1",
+    "confidence": 0.9, "bm25_b": 0.5, "thumbnail_px": 64, "encoding": "latin-1", "threshold": 3.0,
 }
 EXPECTED = {"bands": (0.3, 0.7), "scorers": ("lexical",)}
-COMPANIONS = {"per_stratum_size": {"allocation": "per_stratum"}}
+COMPANIONS = {
+    "per_stratum_size": {"allocation": "per_stratum"},
+    "pilot": {"allocation": "neyman"},
+    "control": {"treatment": "/tmp/pinfeatures-settings-test-treatment"},
+    "treatment": {"control": "/tmp/pinfeatures-settings-test-control"},
+}
 
 
 def _sample(param: click.Parameter):

@@ -75,6 +75,10 @@ SCHEMAS: dict[str, TableSchema] = {
         "captions", {"caption": TEXT}, {"pin_id": ID, "image_sha256": ID, "model": TEXT}, ("pin_id", "image_sha256")
     ),
     "judgments": TableSchema("judgments", {"query": TEXT, "pin_id": ID, "label": ANY}),
+    # a labeled sample for `pinfeatures assess`: the pairs output with a label column
+    "labels": TableSchema(
+        "labels", {"stratum": TEXT, "sampling_weight": ANY, "label": ANY}, {"query": TEXT, "pin_id": ID, "variant": TEXT}
+    ),
 }
 
 REQUIRED_TABLES = ("pins", "boards", "saves", "engagements")

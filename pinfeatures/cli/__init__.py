@@ -29,7 +29,7 @@ def cli() -> None:
     """Build the text a search-relevance model reads for each Pin."""
 
 
-from pinfeatures.cli import build_cmd, caption_cmd, evaluate_cmd, pairs_cmd, report_cmd  # noqa: E402
+from pinfeatures.cli import assess_cmd, build_cmd, caption_cmd, evaluate_cmd, pairs_cmd, report_cmd  # noqa: E402
 
 
 def _register() -> None:
@@ -38,6 +38,7 @@ def _register() -> None:
     cli.add_command(caption_cmd.caption)
     cli.add_command(evaluate_cmd.evaluate)
     cli.add_command(pairs_cmd.pairs)
+    cli.add_command(assess_cmd.assess)
     cli.add_command(report_cmd.report)
 
 
@@ -48,6 +49,7 @@ SETTINGS = {
     "caption": caption_cmd.caption_settings,
     "evaluate": evaluate_cmd.evaluate_settings,
     "pairs": pairs_cmd.pairs_settings,
+    "assess": assess_cmd.assess_settings,
     "report": report_cmd.report_settings,
 }
 """Each command's settings maker: (config, **flags) -> {table: settings}; flags are its click params."""

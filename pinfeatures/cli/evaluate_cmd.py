@@ -34,6 +34,8 @@ def evaluate_settings(config: str | None = None, **flags: Any) -> dict[str, Any]
 @click.option("--batch-size", type=int, help="Texts per embedding batch [default: 64].")
 @click.option("--max-length", type=int, help="Tokens per text for the encoder [default: 256].")
 @click.option("--device", help="auto, cpu, cuda, cuda:1 ... [default: auto].")
+@click.option("--cache", type=click.Path(file_okay=False), help="Cache folder; embeddings go to CACHE/embeddings/ [default: ~/.cache/pinfeatures].")
+@click.option("--skip-embedding-cache", is_flag=True, default=None, help="Embed every text again; read and store nothing in the embedding cache.")
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML config ([evaluate] table, same names as the flags).")
 @click.option("--quiet", "-q", is_flag=True, default=None, help="No progress bars; the table is still printed.")
 def evaluate(**params: Any) -> None:
@@ -59,5 +61,11 @@ def evaluate(**params: Any) -> None:
         require_scorers=cfg.scorers != EvaluateSettings().scorers or params["scorers"] is not None,
     )
     click.echo(res.markdown, nl=False)
+    hits = res.result.get("embedding_cache")
+    if hits and not cfg.quiet:
+        total = hits["hits"] + hits["embedded"]
+        share = f" ({100 * hits['hits'] / total:.1f}%)" if total else ""
+        loaded = "" if res.result["model_loaded"] else "; the model was not loaded"
+        click.echo(f"\nembeddings: {hits['hits']} of {total} texts from the cache{share}, {hits['embedded']} embedded{loaded} ({hits['folder']})", err=True)
     if not cfg.quiet:
         click.echo(f"\nwrote {', '.join(sorted(res.files))} to {res.out}", err=True)

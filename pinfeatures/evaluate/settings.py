@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pinfeatures.caption.settings import default_cache_dir
 from pinfeatures.errors import ConfigError
 from pinfeatures.settings import Settings, setting
 
@@ -39,6 +40,10 @@ class EvaluateSettings(Settings):
     max_length: int = setting(256, min=1, max=65_536)
     device: str = "auto"
     """Semantic scorer device: `auto` (CUDA if present else CPU), `cpu`, `cuda`, ..."""
+    cache: str = setting(factory=default_cache_dir, path=True)
+    """Embeddings are cached under `<cache>/embeddings/`, by encoder fingerprint and text sha256."""
+    skip_embedding_cache: bool = False
+    """True: embed every text again, and read and store nothing in the cache."""
     quiet: bool = False
 
     def check(self) -> None:

@@ -15,9 +15,10 @@ Sampling design:
 * Strata: language x band (x country of the pair, `unknown` when null, with --by-country); the
   language is the pin's (`strata_language = "pin"`) or the query's (`"query"`, query_pins'
   `query_language`).
-* Allocation of n pairs: `proportional` (n_h ~ n * N_h / N, largest remainders), `equal`
-  (n / H each, capped at N_h, what a small stratum cannot take goes to the others), or
-  `per_stratum` (min(size, N_h) from each stratum).
+* Allocation of n pairs (pinfeatures/pairs/allocation.py): `proportional`, `equal`,
+  `per_stratum`, or `neyman` (n_h ~ N_h S_h, S_h the SD of the label in the stratum, from a
+  pilot table of labeled pairs; a stratum with fewer than two pilot labels takes the pooled SD,
+  and the manifest lists those strata).
 * Inside a stratum: simple random sampling without replacement, with a generator seeded from
   (seed, stratum name), over the stratum's pairs sorted by (query, pin_id): the same inputs
   and seed give the same sample whatever else is in the build.
@@ -38,10 +39,11 @@ import polars as pl
 
 from pinfeatures.build.queries import band_names, query_bands
 from pinfeatures.buildfolder import open_build
-from pinfeatures.pairs.settings import ALLOCATIONS, PairsSettings
-from pinfeatures.errors import ConfigError
+from pinfeatures.errors import ConfigError, InputError
 from pinfeatures.evaluate.metrics import stable_seed
-from pinfeatures.evaluate.run import load_judgments, read_texts, select_variants
+from pinfeatures.evaluate.run import load_judgments, read_judgments, read_texts, select_variants, validate_judgments
+from pinfeatures.pairs.allocation import allocate, stratum_sds
+from pinfeatures.pairs.settings import PairsSettings
 
 
 SCHEMA_JUDGED = {
@@ -96,63 +98,30 @@ def strata_population(query_pins: pl.DataFrame, languages: pl.DataFrame, cfg: Pa
     return pop.sort(["stratum", "query", "pin_id"])
 
 
-def allocate(population: dict[str, int], n: int | None, allocation: str, per_stratum: int | None = None) -> dict[str, int]:
-    """Sample size per stratum, never above its population; deterministic (ties by stratum name).
-
-    proportional: largest-remainder rounding of n * N_h / N; equal: n / H with the rest of
-    what small strata cannot take spread over the others; per_stratum: min(size, N_h).
-    """
-    strata = sorted(population)
-    if allocation == "per_stratum":
-        if per_stratum is None:
-            raise ConfigError("--allocation per_stratum needs --per-stratum N")
-        return {s: min(per_stratum, population[s]) for s in strata}
-    if n is None:
-        raise ConfigError(f"--allocation {allocation} needs --sample N")
-    total = sum(population.values())
-    n = min(n, total)
-    out = {s: 0 for s in strata}
-    if n == 0 or total == 0:
-        return out
-    if allocation == "proportional":
-        quotas = {s: n * population[s] / total for s in strata}
-        out = {s: int(quotas[s]) for s in strata}
-        left = n - sum(out.values())
-        order = sorted(strata, key=lambda s: (-(quotas[s] - out[s]), s))
-        for s in order:
-            if left == 0:
-                break
-            if out[s] < population[s]:
-                out[s] += 1
-                left -= 1
-        return out
-    if allocation == "equal":
-        left = n
-        open_ = [s for s in strata if population[s] > 0]
-        while left > 0 and open_:
-            share, extra = divmod(left, len(open_))
-            for i, s in enumerate(open_):
-                take = min(share + (1 if i < extra else 0), population[s] - out[s])
-                out[s] += take
-                left -= take
-            open_ = [s for s in open_ if out[s] < population[s]]
-        return out
-    raise ConfigError(f"unknown allocation {allocation!r}; known: {', '.join(ALLOCATIONS)}")
-
-
-def stratified_sample(population: pl.DataFrame, cfg: PairsSettings, all_strata: Sequence[str] | None = None) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
+def stratified_sample(
+    population: pl.DataFrame,
+    cfg: PairsSettings,
+    all_strata: Sequence[str] | None = None,
+    pilot: dict[str, list[float]] | None = None,
+) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
     """Draw the sample and describe every stratum.
 
     In:  the output of strata_population; all_strata: every stratum name the design has
-         (language x band (x country)), so empty ones can be reported.
+         (language x band (x country)), so empty ones can be reported; pilot: the pilot's
+         labels per stratum (neyman allocation).
     Out: (sampled pairs with `sampling_weight`, one dict per stratum: stratum, language, band,
-         country, population, sampled, weight).
+         country, population, sampled, weight, status; with a pilot also pilot_labels, sd and
+         sd_source, `pilot` or `pooled`).
     """
     sizes = dict(population.group_by("stratum").agg(pl.len()).iter_rows())
     design = list(dict.fromkeys(all_strata or []))
     names = design + sorted(set(sizes) - set(design))
     pop_sizes = {s: int(sizes.get(s, 0)) for s in names}
-    alloc = allocate(pop_sizes, cfg.sample, cfg.allocation, cfg.per_stratum_size)
+    sds: dict[str, float] | None = None
+    pooled: list[str] = []
+    if pilot is not None:
+        sds, pooled, _ = stratum_sds([s for s in names if pop_sizes[s] > 0], pilot)
+    alloc = allocate(pop_sizes, cfg.sample, cfg.allocation, cfg.per_stratum_size, sds)
     picked = []
     report = []
     for s in names:
@@ -175,6 +144,12 @@ def stratified_sample(population: pl.DataFrame, cfg: PairsSettings, all_strata: 
                 "status": "empty" if N == 0 else ("not_sampled" if n == 0 else "ok"),
             }
         )
+        if pilot is not None:
+            report[-1].update(
+                pilot_labels=len(pilot.get(s, [])),
+                sd=sds.get(s) if sds else None,
+                sd_source=None if N == 0 else ("pooled" if s in pooled else "pilot"),
+            )
     schema = {**population.schema, "sampling_weight": pl.Float64}
     sample = pl.concat(picked, how="vertical") if picked else pl.DataFrame(schema=schema)
     return sample, report
@@ -193,10 +168,62 @@ def _texts_for(texts: pl.DataFrame, variants: Sequence[str]) -> pl.DataFrame:
     ).select("pin_id", "variant", "text")
 
 
+def pilot_labels(path: str | Path, population: pl.DataFrame, known_pins: pl.Series) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """The pilot's labels grouped by the stratum of their (query, pin) pair.
+
+    In:  a table of labeled pairs (query, pin_id, label 1..5; Parquet, CSV or JSONL; the pairs
+         output with a label column will do), the strata population, the build's pin ids.
+    Out: ({stratum: [label, ...]}, counts). A (query, pin) labeled more than once (one row per
+         variant) counts once, with its first label.
+    Raises InputError naming the file, row and column for a row that cannot be used: a
+    missing or out-of-range label, a pin the build does not have, a pair that is not in the
+    build's query_pins.parquet (so it has no stratum).
+    """
+    raw, unparsed = read_judgments(path)
+    if unparsed.height:
+        r = unparsed.row(0, named=True)
+        raise InputError(f"pilot: {r['reason']}: {r['detail']}", file=r["file"], row=r["row"])
+    valid, rejects = validate_judgments(raw, known_pins)
+    bad = rejects.filter(pl.col("reason") != "duplicate")
+    if bad.height:
+        r = bad.row(0, named=True)
+        more = f" (and {bad.height - 1} more row(s))" if bad.height > 1 else ""
+        raise InputError(f"pilot: {r['detail']}{more}", file=r["file"] or str(path), column=r["column"], row=r["row"])
+    strata = valid.join(population.select("query", "pin_id", "stratum"), on=["query", "pin_id"], how="left")
+    outside = strata.filter(pl.col("stratum").is_null())
+    if outside.height:
+        r = outside.row(0, named=True)
+        raise InputError(
+            f"pilot: pair ({r['query']!r}, {r['pin_id']!r}) is not in the build's query_pins.parquet, so it has no stratum"
+            + (f" (and {outside.height - 1} more)" if outside.height > 1 else ""),
+            file=r["_file"] or str(path), column="query", row=r["_row"],
+        )
+    groups: dict[str, list[float]] = {}
+    for stratum, label in strata.select("stratum", pl.col("label").cast(pl.Float64)).iter_rows():
+        groups.setdefault(stratum, []).append(label)
+    counts = {"file": str(path), "rows": raw.height, "pairs": valid.height, "repeated_pairs_ignored": rejects.height - bad.height}
+    return groups, counts
+
+
+def text_coverage(rows: pl.DataFrame, texts: pl.DataFrame, variants: Sequence[str]) -> dict[str, Any]:
+    """Per variant: the (pair, variant) rows left out for want of text, and which variants have no
+    text at all in the build (their rows are all left out: the output says so, it does not hide it).
+
+    In:  rows: the pairs joined with texts (`variant`, `text` null where there is none); the build's texts.
+    """
+    missing = dict(rows.filter(pl.col("text").is_null()).group_by("variant").agg(pl.len()).iter_rows())
+    nonempty = set(_texts_for(texts, variants).get_column("variant").unique().to_list())
+    return {
+        "no_text_rows": int(sum(missing.values())),
+        "no_text_by_variant": {v: int(missing.get(v, 0)) for v in variants},
+        "empty_variants": [v for v in variants if v not in nonempty],
+    }
+
+
 def judged_pairs_table(
     texts: pl.DataFrame, features: pl.DataFrame, judgments: str | Path, variants: Sequence[str]
-) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
-    """Judged pairs from a build's texts and features (evaluate.read_texts): (rows in SCHEMA_JUDGED, rejects, counts)."""
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any], dict[str, Any]]:
+    """Judged pairs from a build's texts and features (evaluate.read_texts): (rows in SCHEMA_JUDGED, rejects, counts, text coverage)."""
     valid, rejects, n_read = load_judgments(judgments, features.get_column("pin_id"))
     order = pl.DataFrame({"variant": list(variants), "_v": list(range(len(variants)))}, schema={"variant": pl.Utf8, "_v": pl.Int64})
     rows = (
@@ -204,11 +231,11 @@ def judged_pairs_table(
         .join(order, how="cross")
         .join(_texts_for(texts, variants), on=["pin_id", "variant"], how="left")
     )
-    missing = rows.filter(pl.col("text").is_null()).height
+    coverage = text_coverage(rows, texts, variants)
     rows = rows.filter(pl.col("text").is_not_null()).sort(["_j", "_v"]).select(list(SCHEMA_JUDGED)).cast(SCHEMA_JUDGED)
-    counts = {"read": n_read, "valid": valid.height, "rejected": rejects.height, "no_text": missing,
+    counts = {"read": n_read, "valid": valid.height, "rejected": rejects.height, "no_text": coverage["no_text_rows"],
               "rejects": dict(sorted(rejects.group_by("reason").agg(pl.len()).iter_rows())) if rejects.height else {}}
-    return rows, rejects, counts
+    return rows, rejects, counts, coverage
 
 
 def run_pairs(
@@ -219,7 +246,8 @@ def run_pairs(
     out: str | Path | None = None,
     write: bool = True,
 ) -> PairsResult:
-    """Make the pairs table (judged, or a stratified sample) and write it with pairs_manifest.json next to it."""
+    """Make the pairs table (judged, or a stratified sample) and write it with pairs_manifest.json next to it.
+    With `allocation = "neyman"`, `cfg.pilot` (labeled pairs) gives each stratum's label SD."""
     cfg = cfg or PairsSettings()
     sampling = cfg.sample is not None or cfg.allocation == "per_stratum"
     if judgments is None and not sampling:
@@ -239,8 +267,9 @@ def run_pairs(
     }
     rejects = None
     if judgments is not None:
-        rows, rejects, counts = judged_pairs_table(texts, features, judgments, variants)
+        rows, rejects, counts, coverage = judged_pairs_table(texts, features, judgments, variants)
         manifest["judgments"] = {"file": str(judgments), **counts}
+        manifest["text_coverage"] = coverage
         schema = SCHEMA_JUDGED
     else:
         qp = build.read("query_pins").filter(pl.col("query").is_not_null() & pl.col("pin_id").is_not_null())
@@ -249,18 +278,24 @@ def run_pairs(
         names = band_names(cfg.bands)
         countries = sorted(population.get_column("country").unique().to_list()) if cfg.by_country else [None]
         design = [f"{lang}/{band}" + (f"/{c}" if c is not None else "") for lang in langs for band in names for c in countries]
-        sample, strata = stratified_sample(population, cfg, design)
+        groups = None
+        if cfg.pilot is not None:
+            groups, manifest["pilot"] = pilot_labels(cfg.pilot, population, features.get_column("pin_id"))
+        sample, strata = stratified_sample(population, cfg, design, groups)
         order = pl.DataFrame({"variant": list(variants), "_v": list(range(len(variants)))}, schema={"variant": pl.Utf8, "_v": pl.Int64})
         rows = (
             sample.join(order, how="cross")
             .join(_texts_for(texts, variants), on=["pin_id", "variant"], how="left")
         )
-        no_text = rows.filter(pl.col("text").is_null()).height
+        coverage = text_coverage(rows, texts, variants)
+        manifest["text_coverage"] = coverage
+        no_text = coverage["no_text_rows"]
         rows = rows.filter(pl.col("text").is_not_null()).sort(["stratum", "query", "pin_id", "_v"]).select(list(SCHEMA_SAMPLED)).cast(SCHEMA_SAMPLED)
         manifest["sample"] = {
             "requested": cfg.sample,
             "allocation": cfg.allocation,
             "per_stratum": cfg.per_stratum_size,
+            "strata_language": cfg.strata_language,
             "bands": {"cutoffs": list(cfg.bands), "names": names},
             "population_pairs": population.height,
             "population_queries": population.get_column("query").n_unique(),
@@ -270,6 +305,8 @@ def run_pairs(
             "not_sampled_strata": [s["stratum"] for s in strata if s["status"] == "not_sampled"],
             "strata": strata,
         }
+        if groups is not None:
+            manifest["sample"]["pooled_sd_strata"] = [s["stratum"] for s in strata if s.get("sd_source") == "pooled"]
         schema = SCHEMA_SAMPLED
     manifest["rows"] = rows.height
     manifest["schema"] = {k: str(v) for k, v in schema.items()}

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pinfeatures.errors import ConfigError
+from pinfeatures.pairs.allocation import ALLOCATIONS
 from pinfeatures.settings import Settings, check_increasing_shares, setting
 
-ALLOCATIONS = ("proportional", "equal", "per_stratum")
 FORMATS = ("parquet", "jsonl")
 STRATA_LANGUAGES = ("pin", "query")
 
@@ -29,7 +29,10 @@ class PairsSettings(Settings):
     strata_language: str = setting("pin", choices=STRATA_LANGUAGES)
     """The strata's language: `pin` (the pin's language) or `query` (the query's, query_pins.parquet)."""
     allocation: str = setting("proportional", choices=ALLOCATIONS)
-    """`proportional`, `equal`, or `per_stratum` (take `per_stratum_size` from each)."""
+    """`proportional`, `equal`, `per_stratum` (take `per_stratum_size` from each), or `neyman`
+    (by each stratum's label SD in the `pilot`)."""
+    pilot: str | None = setting(None, path=True)
+    """Labeled pairs (query, pin_id, label) whose per-stratum label SD drives the neyman allocation."""
     per_stratum_size: int | None = setting(None, min=1, max=10**9)
     seed: int = setting(0, min=0, max=2**63 - 1)
     format: str = setting("parquet", choices=FORMATS)
@@ -43,3 +46,7 @@ class PairsSettings(Settings):
             raise ConfigError("--allocation per_stratum needs --per-stratum-size N (N >= 1)")
         if self.allocation != "per_stratum" and self.per_stratum_size is not None:
             raise ConfigError("--per-stratum-size is only used with --allocation per_stratum")
+        if self.allocation == "neyman" and self.pilot is None:
+            raise ConfigError("--allocation neyman needs --pilot F (labeled pairs: query, pin_id, label)")
+        if self.allocation != "neyman" and self.pilot is not None:
+            raise ConfigError("--pilot is only used with --allocation neyman")

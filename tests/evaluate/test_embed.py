@@ -121,3 +121,65 @@ def test_bundled_minilm_ranks_related_text_higher():
         return
     ref = SentenceTransformer(str(default_model_dir()), device="cpu", local_files_only=True).encode(["This is a test."], normalize_embeddings=True)
     np.testing.assert_allclose(emb, ref, atol=1e-4)
+
+
+def test_embedding_cache_by_text_sha256(tiny, tmp_path):
+    from pinfeatures.evaluate.embed import EmbeddingCache, text_sha256
+
+    enc = load_encoder(tiny, device="cpu")
+    texts = pl.DataFrame({"pin_id": ["a", "b", "c"], "variant": ["v"] * 3, "text": ["the cat sat", "blue kitchen tile", "red sofa"]})
+    pairs = pl.DataFrame({"query": ["cat", "cat", "sofa"], "pin_id": ["a", "b", "c"], "variant": ["v"] * 3})
+    uncached = semantic_scores(texts, pairs, enc)
+    cold = EmbeddingCache.open(tmp_path / "cache", enc)
+    first = semantic_scores(texts, pairs, enc, cache=cold)
+    assert (cold.hits, cold.misses) == (0, 5)  # 2 queries + 3 texts
+    warm = EmbeddingCache.open(tmp_path / "cache", enc)
+    second = semantic_scores(texts, pairs, enc, cache=warm)
+    assert (warm.hits, warm.misses) == (5, 0)
+    assert first.equals(second) and first.equals(uncached)  # the cached vectors are the same float32s
+    # every vector from the cache: a lazy encoder never loads its weights
+    lazy = load_encoder(tiny, device="cpu", lazy=True)
+    assert lazy.fingerprint == enc.fingerprint and not lazy.loaded
+    assert semantic_scores(texts, pairs, lazy, cache=EmbeddingCache.open(tmp_path / "cache", lazy)).equals(first)
+    assert not lazy.loaded
+    # one text changed: only it is embedded again
+    edited = texts.with_columns(pl.when(pl.col("pin_id") == "b").then(pl.lit("blue tile")).otherwise(pl.col("text")).alias("text"))
+    again = EmbeddingCache.open(tmp_path / "cache", enc)
+    semantic_scores(edited, pairs, enc, cache=again)
+    assert (again.hits, again.misses) == (4, 1)
+    # keys are the sha256 of the UTF-8 text, or texts.parquet's text_sha256 when it is there
+    stored = pl.concat([pl.read_parquet(p) for p in sorted(again.folder.glob("part-*.parquet"))])
+    assert set(stored["text_sha256"]) == set(text_sha256(["cat", "sofa", "the cat sat", "blue kitchen tile", "red sofa", "blue tile"]))
+    assert text_sha256(["é"]) == ["4a99557e4033c3539de2eb65472017cad5f9557f7a0625a09f1c3f6e2ba69c4c"]  # sha256 of the bytes c3 a9
+    keyed = texts.with_columns(pl.Series("text_sha256", ["k1", "k2", "k3"]))
+    by_column = EmbeddingCache.open(tmp_path / "cache2", enc)
+    semantic_scores(keyed, pairs, enc, cache=by_column)
+    stored = pl.concat([pl.read_parquet(p) for p in by_column.folder.glob("part-*.parquet")])
+    assert set(stored["text_sha256"]) == {"k1", "k2", "k3", *text_sha256(["cat", "sofa"])}
+
+
+def test_encoder_fingerprint_names_what_decides_an_embedding(tiny, tmp_path):
+    import shutil
+
+    a = load_encoder(tiny, device="cpu", max_length=16)
+    assert a.fingerprint == load_encoder(tiny, device="cpu", max_length=16).fingerprint
+    assert a.fingerprint != load_encoder(tiny, device="cpu", max_length=8).fingerprint
+    other = tmp_path / "other"
+    shutil.copytree(tiny, other)
+    assert load_encoder(other, device="cpu", max_length=16).fingerprint == a.fingerprint  # content, not path
+    (other / "vocab.txt").write_text((tiny / "vocab.txt").read_text() + "extra\n")
+    assert load_encoder(other, device="cpu", max_length=16).fingerprint != a.fingerprint
+
+
+def test_cache_compacts_its_parts(tiny, tmp_path, monkeypatch):
+    from pinfeatures.evaluate import embed as embed_module
+
+    monkeypatch.setattr(embed_module, "CACHE_PARTS_BEFORE_COMPACTION", 3)
+    enc = load_encoder(tiny, device="cpu")
+    cache = embed_module.EmbeddingCache.open(tmp_path / "cache", enc)
+    for word in WORDS[:5]:
+        embed_module.embed(enc, [word], cache=cache)
+    assert len(list(cache.folder.glob("part-*.parquet"))) == 1 + 1  # 4 merged into one, then the 5th
+    vectors = embed_module.embed(enc, WORDS[:5], cache=cache)
+    assert cache.hits == 5
+    np.testing.assert_allclose(vectors, enc.encode(WORDS[:5]), atol=1e-6)

@@ -235,9 +235,24 @@ def test_semantic_with_tiny_encoder_and_cli(tmp_path):
     result = CliRunner().invoke(
         cli,
         ["evaluate", "--build", str(build), "--judgments", str(j), "--model", str(model), "--quiet",
-         "--bootstrap-samples", "50", "--out", str(tmp_path / "ev"), "--variants", "caption,caption+title"],
+         "--bootstrap-samples", "50", "--out", str(tmp_path / "ev"), "--variants", "caption,caption+title", "--cache", str(tmp_path / "cache")],
     )
     assert result.exit_code == 0, result.output
+    # again: every embedding from the cache (4 queries + 5 caption texts + 6 caption+title texts), said on stderr
+    again = CliRunner().invoke(
+        cli,
+        ["evaluate", "--build", str(build), "--judgments", str(j), "--model", str(model), "--scorers", "semantic",
+         "--bootstrap-samples", "50", "--out", str(tmp_path / "ev2"), "--variants", "caption,caption+title", "--cache", str(tmp_path / "cache")],
+    )
+    assert again.exit_code == 0, again.output
+    assert "embeddings: 15 of 15 texts from the cache (100.0%), 0 embedded; the model was not loaded" in again.stderr
+    assert json.loads((tmp_path / "ev2" / "ablation.json").read_text())["rows"]["semantic"] == json.loads((tmp_path / "ev" / "ablation.json").read_text())["rows"]["semantic"]
+    uncached = CliRunner().invoke(
+        cli,
+        ["evaluate", "--build", str(build), "--judgments", str(j), "--model", str(model), "--scorers", "semantic", "--skip-embedding-cache",
+         "--bootstrap-samples", "50", "--out", str(tmp_path / "ev3"), "--variants", "caption", "--cache", str(tmp_path / "cache3")],
+    )
+    assert uncached.exit_code == 0 and "embeddings:" not in uncached.stderr and not (tmp_path / "cache3").exists()
     assert "BM25 NDCG@10" in result.output and "Embedding NDCG@10" in result.output
     data = json.loads((tmp_path / "ev" / "ablation.json").read_text())
     assert data["variants"] == ["caption", "caption+title"]
@@ -272,7 +287,10 @@ def test_end_to_end_on_fixtures(tmp_path):
     res = run_evaluate(build, ROOT / "fixtures/input/judgments.csv", EvaluateSettings(scorers=("lexical",), bootstrap_samples=200))
     rows = res.result["rows"]["lexical"]
     assert [r["variant"] for r in rows][:2] == ["caption", "caption+title"]
-    assert all(0 <= r["ndcg_at_10"] <= 1 for r in rows)
+    # built without a caption model: `caption` has no text at all -> marked, not scored
+    assert (rows[0]["coverage"], rows[0]["scored"], rows[0]["ndcg_at_10"], rows[1]["delta"]) == (0.0, False, None, None)
+    assert "| `caption` |  | 0% | not scored |" in res.markdown and "Not scored: `caption`: coverage 0" in res.markdown
+    assert all(0 <= r["ndcg_at_10"] <= 1 for r in rows[1:])
     assert res.result["judgments"]["valid"] > 0
 
 
@@ -300,3 +318,44 @@ def test_hostile_judgments_jsonl(tmp_path):
         ("caption+title", 6, 13, pytest.approx(0.9196553375280603, rel=1e-9)),
         ("caption+title+description", 6, 13, pytest.approx(0.9749173049466883, rel=1e-9)),
     ]
+
+
+def test_variant_without_coverage_is_marked_not_scored(tmp_path):
+    no_captions = {pin: (lang, None, title, desc) for pin, (lang, _c, title, desc) in PINS.items()}
+    build = make_build(tmp_path / "build", pins=no_captions)
+    j = write_judgments(tmp_path / "j.csv", JUDGED)
+    res = run_evaluate(build, j, LEX, write=False)
+    rows = {r["variant"]: r for r in res.result["rows"]["lexical"]}
+    assert {k: rows["caption"][k] for k in ("coverage", "scored", "ndcg_at_10", "delta", "spearman_query", "step")} == {
+        "coverage": 0.0, "scored": False, "ndcg_at_10": None, "delta": None, "spearman_query": None, "step": ""}
+    # the step over the unscored row has no delta; the next step has one
+    assert (rows["caption+title"]["scored"], rows["caption+title"]["step"], rows["caption+title"]["delta"]) == (True, "+ title", None)
+    assert rows["caption+title+description"]["delta"] is not None
+    lines = res.markdown.splitlines()
+    assert "| Text variant | Step | Coverage | BM25 NDCG@10 | Δ [95% CI] | ρ |" in lines
+    assert "| `caption` |  | 0% | not scored |  | – |" in lines
+    assert any(line.startswith("| `caption+title` | + title | 100% | 0.") for line in lines)
+    assert "_Not scored: `caption`: coverage 0 (no judged pin has a text in this variant), so every pin would tie; a step over it has no Δ._" in lines
+    # by language too: no language scores the empty variant
+    assert all(not r["scored"] and r["ndcg_at_10"] is None for r in res.result["by_language"]["lexical"] if r["variant"] == "caption")
+
+
+def test_embedding_cache_keys_from_the_builds_text_sha256(tmp_path):
+    from evaluate.test_embed import make_tiny_bert
+
+    model = make_tiny_bert(tmp_path / "tiny")
+    from conftest import write_build
+
+    # the build's own text_sha256 keys the cache (here made-up keys, to see that they are the ones used)
+    made = make_build(tmp_path / "made")
+    texts = pl.read_parquet(made / "texts.parquet").drop("text_sha256")
+    texts = texts.with_columns(pl.concat_str(pl.lit("key-"), pl.col("pin_id"), pl.lit("-"), pl.col("variant")).alias("text_sha256"))
+    build = write_build(tmp_path / "build", {"features": pl.read_parquet(made / "features.parquet"), "texts": texts})
+    j = write_judgments(tmp_path / "j.csv", JUDGED)
+    cfg = EvaluateSettings(scorers=("semantic",), model=str(model), bootstrap_samples=20, cache=str(tmp_path / "cache"))
+    res = run_evaluate(build, j, cfg, variants="caption", write=False)
+    assert res.result["embedding_cache"]["embedded"] == 4 + 5  # 4 queries, 5 captions (p3 has none)
+    stored = pl.concat([pl.read_parquet(p) for p in (tmp_path / "cache" / "embeddings").rglob("part-*.parquet")])
+    assert {k for k in stored["text_sha256"] if k.startswith("key-")} == {f"key-{p}-caption" for p in ("p1", "p2", "p4", "p5", "p6")}
+    again = run_evaluate(build, j, cfg, variants="caption", write=False)
+    assert (again.result["embedding_cache"]["hits"], again.result["embedding_cache"]["embedded"], again.result["model_loaded"]) == (9, 0, False)

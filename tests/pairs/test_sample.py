@@ -9,7 +9,8 @@ from evaluate.test_run import JUDGED, LADDER, make_build, write_judgments
 
 from pinfeatures.pairs.settings import PairsSettings
 from pinfeatures.errors import ConfigError, InputError
-from pinfeatures.pairs.sample import allocate, query_bands, run_pairs
+from pinfeatures.pairs.sample import query_bands, run_pairs
+from pinfeatures.pairs.allocation import allocate
 
 
 def query_pins() -> pl.DataFrame:

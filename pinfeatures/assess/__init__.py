@@ -1,0 +1,1 @@
+"""`pinfeatures assess`: stratified estimates, intervals and MDE from labeled samples."""
