@@ -104,13 +104,18 @@ def variant_sources(name: str) -> tuple[str, ...]:
     return Variant.parse(name).sources
 
 
+def ladder(sources: tuple[str, ...] = SOURCES) -> list[str]:
+    """The ladder over `sources` (in ladder order): the first alone, then one more at a time."""
+    return [variant_name(sources[: i + 1]) for i in range(len(sources))]
+
+
 def expand(spec: str) -> list[str]:
     """The variant names a spec stands for, in a stable order."""
     if spec is None or not str(spec).strip():
         raise ConfigError("variants: empty spec; use ladder, loo, all, or a comma list like caption+title,title")
     spec = spec.strip()
     if spec == "ladder":
-        return [variant_name(SOURCES[: i + 1]) for i in range(len(SOURCES))]
+        return ladder()
     if spec == "loo":
         full = variant_name(SOURCES)
         return [full] + [variant_name(tuple(s for s in SOURCES if s != drop)) for drop in SOURCES]

@@ -19,6 +19,10 @@ class Progress:
         self.prefix = prefix
         self.timings: dict[str, float] = {}
 
+    def warn(self, message: str) -> None:
+        """A warning: printed on stderr even with --quiet (a warning is not progress)."""
+        print(f"{self.prefix}: warning: {message}", file=sys.stderr, flush=True)
+
     def say(self, message: str) -> None:
         if not self.quiet:
             print(f"[{self.prefix}] {message}", file=sys.stderr, flush=True)

@@ -21,6 +21,7 @@ import polars as pl
 
 from pinfeatures import __version__
 from pinfeatures.build.aggregate import aggregate
+from pinfeatures.build.health import StrictError, caption_notes, caption_warnings, empty_variant_warnings
 from pinfeatures.build.assemble import assemble_texts
 from pinfeatures.build.language import LanguageSettings, detect_languages
 from pinfeatures.build.queries import query_languages, query_table
@@ -31,7 +32,7 @@ from pinfeatures.build.validate import validate_tables, withhold_unkept_queries
 from pinfeatures.buildfolder import BuildWriter, TextLayout, coverage_stats, language_counts, token_stats
 from pinfeatures.build.settings import BuildSettings
 from pinfeatures.report.settings import ReportSettings
-from pinfeatures.contracts import expand
+from pinfeatures.contracts import SOURCES, expand, ladder
 from pinfeatures.errors import ConfigError
 from pinfeatures.progress import Progress
 
@@ -114,11 +115,24 @@ def _build_into(writer: BuildWriter, cfg: BuildSettings, variants: list[str], co
 
     with progress.stage("caption", "captions (precomputed table and/or model)"):
         captions, caption_stats = attach_captions(pins, valid.captions, cfg, images_root(cfg, located), progress)
+    warnings = caption_warnings(caption_stats, max_failure_share=cfg.caption.max_failure_share,
+                                images_root_given=cfg.images_root is not None, images_root=images_root(cfg, located))
+    notes = caption_notes(caption_stats)
+    if cfg.variants.strip() == "ladder" and not cfg.caption.caption_model and "captions" not in located:
+        # no caption source at all: a `caption` rung would be empty for every pin
+        variants = ladder(tuple(s for s in SOURCES if s != "caption"))
+        notes.append("no caption model and no captions table: the ladder starts at title")
 
     features = _features(pins, captions, agg.pin_boards, agg.pin_queries, cfg)
 
     with progress.stage("assemble", f"{len(variants)} variant(s) x {features.height} pins"):
         texts = assemble_texts(features, variants, cfg, counter)
+    warnings += empty_variant_warnings(texts, variants)
+    if cfg.strict and warnings:
+        more = f" (and {len(warnings) - 1} more warning(s))" if len(warnings) > 1 else ""
+        raise StrictError(f"--strict: {warnings[0]}{more}; nothing was committed")
+    for warning in warnings:
+        progress.warn(warning)
 
     with progress.stage("write", f"writing to {writer.staging}"):
         writer.write_table("features", features)
@@ -131,6 +145,7 @@ def _build_into(writer: BuildWriter, cfg: BuildSettings, variants: list[str], co
     timings["total"] = time.perf_counter() - started
     root = images_root(cfg, located)
     fields = _manifest(cfg, fingerprints, valid, agg.stats, language_stats, caption_stats, features, texts, variants, counter.name, timings)
+    fields["warnings"], fields["notes"] = warnings, notes
     fields["images_root"] = str(root.absolute()) if root is not None else None
     with progress.stage("commit", f"manifest.json, then the swap into {writer.out}"):
         return writer.commit(fields)

@@ -31,6 +31,8 @@ class BuildSettings(Settings):
     quiet: bool = False
     write_report: bool = False
     """Also write report.html (with the `[report]` settings) into `out`."""
+    strict: bool = False
+    """Build warnings (too many images failed, a variant with no text) are errors: nothing is committed."""
     previous: str | None = setting(None, path=True)
     """A build folder to write changes.parquet against (default: the build already in `out`)."""
     encoding: str = "utf-8"

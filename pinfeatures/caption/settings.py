@@ -47,6 +47,8 @@ class CaptionSettings(Settings):
     """`auto` (bf16 on CUDA where supported, fp32 on CPU), `float32`, `bfloat16`, `float16`."""
     trust_remote_code: bool = False
     retry_failed: bool = False
+    max_failure_share: float = setting(0.2, min=0.0, max=1.0)
+    """A build warns (and with --strict stops) when more than this share of its images fail."""
     max_image_bytes: int = setting(20 * 1024 * 1024, min=1, max=2**40)
     max_image_pixels: int = setting(40_000_000, min=1, max=2**34)
     fetch_timeout_s: float = setting(10.0, min=0.001, max=3600.0)

@@ -45,6 +45,7 @@ def build_settings(config: str | None = None, **flags: Any) -> dict[str, Any]:
               help="Fetch image URLs on loopback, private, link-local, ... addresses too (refused by default: blocked_address).")
 @click.option("--encoding", help="Text encoding of CSV/JSONL inputs (default utf-8; e.g. latin-1, cp1252).")
 @click.option("--retry-failed", is_flag=True, default=None, help="Caption images that failed in an earlier run again.")
+@click.option("--strict", is_flag=True, default=None, help="Make build warnings errors (exit 2, nothing committed): too many failed images, a variant with no text.")
 @click.option("--previous", type=click.Path(file_okay=False), help="Build folder to compare with for changes.parquet (default: the build already in --out).")
 @click.option("--write-report", "--report", "write_report", is_flag=True, default=None, help="Also write report.html into --out.")
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML file with the same settings; a flag wins over the file.")
@@ -52,6 +53,7 @@ def build_settings(config: str | None = None, **flags: Any) -> dict[str, Any]:
 def build(**params: Any) -> None:
     """Build features.parquet, texts.parquet, rejects.parquet, query_pins.parquet, queries.parquet, changes.parquet and manifest.json."""
     settings = build_settings(**params)
+    from pinfeatures.build.health import caption_line
     from pinfeatures.build.run import run_build
 
     cfg = settings[""]
@@ -63,6 +65,7 @@ def build(**params: Any) -> None:
             f"({len(manifest['variants'])} variants), {manifest['outputs']['rejects']['rows']} rejected rows "
             f"[{rejected}] -> {cfg.out} (build {manifest['build_id']}){_changes_line(manifest)}"
         )
+        click.echo(caption_line(manifest["caption"]))
 
 
 def _changes_line(manifest: dict) -> str:

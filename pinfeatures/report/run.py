@@ -490,6 +490,16 @@ def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, str]]:
     return [(prefix, obj if plain else json.dumps(obj, ensure_ascii=False))]
 
 
+def notices(manifest: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The build's warnings and notes (the demo captioner's noise included, for builds that predate notes)."""
+    from pinfeatures.build.health import caption_notes
+
+    notes = manifest.get("notes")
+    notes = notes if isinstance(notes, list) else caption_notes(_dict(manifest.get("caption")))
+    warnings = manifest.get("warnings") if isinstance(manifest.get("warnings"), list) else []
+    return [{"kind": "warning", "text": str(w)} for w in warnings] + [{"kind": "note", "text": str(n)} for n in notes]
+
+
 def facts_section(build: Build) -> dict:
     """Config, versions, caption model and settings, cache hits, timings, inputs, outputs."""
     m = build.manifest
@@ -604,6 +614,7 @@ def render_report(build_dir: Path, cfg: ReportSettings, *, images_root: Path | N
         "examples": examples_section(build, cfg, variants, images_root),
         "evaluation": evaluation_section(build, variants),
         "facts": facts_section(build),
+        "notices": notices(build.manifest),
         "cfg": cfg,
         "sources": SOURCES,
     }

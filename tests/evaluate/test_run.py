@@ -276,8 +276,9 @@ def _fixture_build(tmp_path):
         pytest.skip(f"build not available: {exc}")
     if not (ROOT / "fixtures" / "input" / "judgments.csv").is_file():
         pytest.skip("fixtures not there")
+    # the five-rung ladder: the demo captioner is a caption source
     cfg = BuildSettings(input=str(ROOT / "fixtures/input"), images_root=str(ROOT / "fixtures/images"),
-                        caption=CaptionSettings(cache=str(tmp_path / "cache")), out=str(tmp_path / "demo"), quiet=True)
+                        caption=CaptionSettings(caption_model="demo", cache=str(tmp_path / "cache")), out=str(tmp_path / "demo"), quiet=True)
     run_build(cfg)
     return tmp_path / "demo"
 
