@@ -165,6 +165,8 @@ def test_hostile_cases_present() -> None:
     assert max(len(d) for d in descs) >= 200_000
     assert any("\nTitle: FREE MONEY" in d for d in descs)
     assert "../../etc/passwd" in [p["image"] for p in pins]
+    assert "http://169.254.169.254/latest/meta-data/" in [p["image"] for p in pins]  # blocked_address
+    assert 1.5 in ids and any("\ud800" in t for t in titles)  # bad_value rejects of their lines
     saves = pq.read_table(h / "saves.parquet")
     assert str(saves.schema.field("pin_id").type) == "int64"
     ev = [json.loads(line) for line in (h / "engagements.jsonl").read_text(encoding="utf-8").splitlines()]

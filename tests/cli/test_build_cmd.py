@@ -48,10 +48,11 @@ def test_build_hostile_with_flags_and_config(tmp_path):
     assert m["variants"][0] == "caption+title+description+boards+queries" and len(m["variants"]) == 6  # from the file
     assert m["privacy"]["query_min_users"] == 2  # the flag beats the file
     assert m["config"]["action_weights"] == {"impression": 0.0, "click": 2.0, "closeup": 0.5, "save": 3.0, "long_click": 2.0}
-    assert m["counts"]["pins"] == {"read": 23, "valid": 19, "rejected": 4}
+    assert m["counts"]["pins"] == {"read": 26, "valid": 20, "rejected": 6}
+    assert m["rejects"]["pins"]["bad_value"] == 2  # a lone surrogate, a fractional id
     assert m["rejects"]["engagements"]["unknown_action"] == 3
     texts = pl.read_parquet(out / "texts.parquet")
-    assert texts.height == 19 * 6 and (texts.get_column("n_tokens") <= 64).all()
+    assert texts.height == 20 * 6 and (texts.get_column("n_tokens") <= 64).all()
 
 
 def _one_line_error(code, stderr, *needles):
