@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import contextvars
 import csv
 import hashlib
 import io
@@ -126,6 +127,19 @@ class Table:
     source: TableFile
     frame: pl.DataFrame
     unparsed: pl.DataFrame  # rejects schema (see validate.REJECT_SCHEMA)
+    warnings: list[str] = field(default_factory=list)
+    """What was read differently than written (bytes not in the encoding, columns ignored): also on stderr."""
+
+
+_WARNINGS: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("pinfeatures_read_warnings", default=None)
+
+
+def _warn(message: str) -> None:
+    """A reading warning: on stderr now, and in the Table being read (a build's --strict stops on it)."""
+    warn(message)
+    sink = _WARNINGS.get()
+    if sink is not None:
+        sink.append(message)
 
 
 def locate(name: str, input_dir: str | Path | None, explicit: str | Path | None, *, required: bool) -> TableFile | None:
@@ -174,17 +188,21 @@ def read_located(tf: TableFile, encoding: str = "utf-8") -> Table:
     """Read a located table: every file's rows with `_file`/`_row`, and the rows that could not be used as rejects."""
     schema = SCHEMAS[tf.name]
     codec = text_codec(encoding)
-    frames, unparsed = [], []
-    for f in tf.files:
-        frame, bad = _read_file(f, tf.format, schema, codec)
-        frame, bad_ids = _check_and_cast(frame, schema, f)
-        frames.append(frame.with_columns(pl.lit(str(f)).cast(pl.Categorical).alias("_file")))
-        unparsed += [bad, bad_ids]
+    frames, unparsed, warnings = [], [], []
+    token = _WARNINGS.set(warnings)
+    try:
+        for f in tf.files:
+            frame, bad = _read_file(f, tf.format, schema, codec)
+            frame, bad_ids = _check_and_cast(frame, schema, f)
+            frames.append(frame.with_columns(pl.lit(str(f)).cast(pl.Categorical).alias("_file")))
+            unparsed += [bad, bad_ids]
+    finally:
+        _WARNINGS.reset(token)
     # no rechunk: one contiguous copy of a 20M-row table would double its memory for nothing
     frame = pl.concat(frames, how="diagonal_relaxed", rechunk=False) if len(frames) > 1 else frames[0]
 
     unparsed_df = pl.concat([empty_rejects(), *unparsed], how="vertical_relaxed")
-    return Table(tf.name, tf, frame, unparsed_df)
+    return Table(tf.name, tf, frame, unparsed_df, warnings)
 
 
 # -- encodings ---------------------------------------------------------------------
@@ -216,7 +234,7 @@ def _text_lines(path: Path, codec: str) -> Iterator[tuple[str, int]]:
 def _warn_undecodable(path: Path, codec: str, n_bad: int) -> None:
     if n_bad:
         name = "utf-8" if codec == "utf-8-sig" else codec
-        warn(f"{path}: {n_bad} byte(s) are not valid {name} and were read as U+FFFD; "
+        _warn(f"{path}: {n_bad} byte(s) are not valid {name} and were read as U+FFFD; "
              "if the file is in another encoding, give it with --encoding (e.g. latin-1, cp1252)")
 
 
@@ -275,11 +293,11 @@ class ColumnPlan:
 
     def warn(self, path: Path) -> None:
         if self.reserved:
-            warn(f"{path}: column(s) {', '.join(repr(c) for c in sorted(self.reserved))} ignored: "
+            _warn(f"{path}: column(s) {', '.join(repr(c) for c in sorted(self.reserved))} ignored: "
                  f"the name is reserved for pinfeatures' own bookkeeping ({', '.join(sorted(RESERVED_COLUMNS))})")
         if self.dropped:
             first = ", ".join(repr(c) for c in sorted(self.dropped)[:3])
-            warn(f"{path}: {len(self.dropped)} column(s) beyond the first {MAX_EXTRA_COLUMNS} extra ones ignored ({first}, ...)")
+            _warn(f"{path}: {len(self.dropped)} column(s) beyond the first {MAX_EXTRA_COLUMNS} extra ones ignored ({first}, ...)")
 
 
 def _plan(names: Iterable[str], schema: TableSchema, path: Path) -> list[str]:

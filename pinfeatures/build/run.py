@@ -72,12 +72,21 @@ def run_build(cfg: BuildSettings, report: ReportSettings | None = None) -> dict[
     return manifest
 
 
+def _stop_if_strict(cfg: BuildSettings, warnings: list[str]) -> None:
+    """--strict: the first warning as an error (exit 2), before anything is committed."""
+    if cfg.strict and warnings:
+        more = f" (and {len(warnings) - 1} more warning(s))" if len(warnings) > 1 else ""
+        raise StrictError(f"--strict: {warnings[0]}{more}; nothing was committed")
+
+
 def _build_into(writer: BuildWriter, cfg: BuildSettings, variants: list[str], counter: Any, progress: Progress, started: float) -> dict[str, Any]:
     """The stages, written through `writer`; returns the committed manifest."""
     with progress.stage("read", "finding and reading the input tables"):
         located = input_tables(cfg)
         tables = {name: read_located(tf, cfg.encoding) for name, tf in located.items()}
         fingerprints = {name: tf.fingerprint() for name, tf in located.items()}
+    read_warnings = [w for table in tables.values() for w in table.warnings]  # already on stderr
+    _stop_if_strict(cfg, read_warnings)
 
     with progress.stage("validate", "checking ids, references and actions"):
         valid = validate_tables(tables, actions=cfg.actions)
@@ -128,9 +137,7 @@ def _build_into(writer: BuildWriter, cfg: BuildSettings, variants: list[str], co
     with progress.stage("assemble", f"{len(variants)} variant(s) x {features.height} pins"):
         texts = assemble_texts(features, variants, cfg, counter)
     warnings += empty_variant_warnings(texts, variants)
-    if cfg.strict and warnings:
-        more = f" (and {len(warnings) - 1} more warning(s))" if len(warnings) > 1 else ""
-        raise StrictError(f"--strict: {warnings[0]}{more}; nothing was committed")
+    _stop_if_strict(cfg, warnings)
     for warning in warnings:
         progress.warn(warning)
 
@@ -145,7 +152,7 @@ def _build_into(writer: BuildWriter, cfg: BuildSettings, variants: list[str], co
     timings["total"] = time.perf_counter() - started
     root = images_root(cfg, located)
     fields = _manifest(cfg, fingerprints, valid, agg.stats, language_stats, caption_stats, features, texts, variants, counter.name, timings)
-    fields["warnings"], fields["notes"] = warnings, notes
+    fields["warnings"], fields["notes"] = read_warnings + warnings, notes
     fields["images_root"] = str(root.absolute()) if root is not None else None
     with progress.stage("commit", f"manifest.json, then the swap into {writer.out}"):
         return writer.commit(fields)

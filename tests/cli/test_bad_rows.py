@@ -98,3 +98,18 @@ def test_unknown_encoding_is_a_one_line_error(tmp_path: Path):
     folder = write_inputs(tmp_path / "in", small_tables(), "csv")
     proc = pinfeatures("build", "--input", str(folder), "--out", str(tmp_path / "out"), "--encoding", "klingon")
     assert one_line_error(proc) == "pinfeatures: error: encoding 'klingon' is not a known text encoding (e.g. utf-8, latin-1, cp1252)"
+
+
+def test_strict_stops_on_a_reading_warning(tmp_path: Path):
+    folder = inputs_without(tmp_path, "boards")
+    path = folder / "boards.csv"
+    path.write_bytes("board_id,title\nb1,Café\nb2,x\nb3,y\nb4,z\n".encode("latin-1"))
+    out = tmp_path / "out"
+    warning = (f"{path}: 1 byte(s) are not valid utf-8 and were read as U+FFFD; "
+               "if the file is in another encoding, give it with --encoding (e.g. latin-1, cp1252)")
+    proc = pinfeatures("build", "--input", str(folder), "--out", str(out), "--quiet", "--strict")
+    assert proc.returncode == 2 and not (out / "manifest.json").exists()
+    assert proc.stderr.splitlines() == [f"pinfeatures: warning: {warning}", f"pinfeatures: error: --strict: {warning}; nothing was committed"]
+    proc = pinfeatures("build", "--input", str(folder), "--out", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "manifest.json").read_text())["warnings"] == [warning]
