@@ -284,7 +284,15 @@ def _fixture_build(tmp_path):
 
 
 def test_end_to_end_on_fixtures(tmp_path):
-    build = _fixture_build(tmp_path)
+    from pinfeatures.build.run import run_build
+    from pinfeatures.build.settings import BuildSettings
+    from pinfeatures.caption.settings import CaptionSettings
+
+    # no caption model, yet the caption rungs asked for by name: `caption` is written empty (and warned about)
+    ladder = "caption,caption+title,caption+title+description,caption+title+description+boards,caption+title+description+boards+queries"
+    build = tmp_path / "captionless"
+    run_build(BuildSettings(input=str(ROOT / "fixtures/input"), variants=ladder, out=str(build), quiet=True,
+                            caption=CaptionSettings(cache=str(tmp_path / "cache"))))
     res = run_evaluate(build, ROOT / "fixtures/input/judgments.csv", EvaluateSettings(scorers=("lexical",), bootstrap_samples=200))
     rows = res.result["rows"]["lexical"]
     assert [r["variant"] for r in rows][:2] == ["caption", "caption+title"]
