@@ -8,5 +8,7 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-# torch comes in with open_clip_torch/transformers (the CUDA wheel; it runs on the CPU too).
-.venv/bin/python -m pip install --quiet -e ".[dev,eval]"
+# Everything: the caption extra (torch, transformers, open_clip: the demo captioner runs through
+# them; pip brings the CUDA wheel of torch, which runs on the CPU too), eval and the test tools.
+# `pip install pinfeatures` alone is the lean install: features without torch (README).
+.venv/bin/python -m pip install --quiet -e ".[caption,eval,dev]"

@@ -34,6 +34,7 @@ from pinfeatures.build.settings import BuildSettings
 from pinfeatures.report.settings import ReportSettings
 from pinfeatures.contracts import SOURCES, expand, ladder
 from pinfeatures.errors import ConfigError
+from pinfeatures.extras import require
 from pinfeatures.progress import Progress
 
 FEATURE_COLUMNS = ("pin_id", "title", "description", "caption", "boards", "queries", "language", "caption_status", "image_sha256", "image")
@@ -51,6 +52,7 @@ def run_build(cfg: BuildSettings, report: ReportSettings | None = None) -> dict[
         raise ConfigError("give --input DIR (a folder with pins, boards, saves, engagements) or each table (--pins F ...)")
     if cfg.images_root and not Path(cfg.images_root).is_dir():
         raise ConfigError(f"--images-root {cfg.images_root}: not a folder")
+    require("caption", "--caption-model", cfg.caption.required_modules())
     variants = expand(cfg.variants)
     counter = make_counter(cfg.tokenizer)
     out = Path(cfg.out)

@@ -23,6 +23,7 @@ import polars as pl
 import regex
 
 from pinfeatures.errors import ConfigError
+from pinfeatures.extras import require
 
 _CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}"
 # One pattern, valid in both Rust's regex crate (Polars) and Python's `regex` (V1 set syntax).
@@ -60,6 +61,7 @@ class HFCounter:
         p = Path(path)
         if not p.is_dir():
             raise ConfigError(f"--tokenizer {path}: not a folder (give a local folder with tokenizer.json or vocab files)")
+        require("caption", "--tokenizer", ("transformers", "tokenizers"))
         try:
             from transformers import AutoTokenizer
 

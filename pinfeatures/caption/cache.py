@@ -24,7 +24,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from typing_extensions import Self
 
 from pinfeatures.errors import ConfigError
 
@@ -114,7 +113,7 @@ class CaptionCache:
         with self._lock:
             self._db.close()
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> "CaptionCache":
         return self
 
     def __exit__(self, *exc) -> None:

@@ -68,6 +68,13 @@ class CaptionSettings(Settings):
     clip_min_score: float = setting(0.15, min=-1.0, max=1.0)
     drop_flagged: bool = False
 
+    def required_modules(self) -> tuple[str, ...]:
+        """The libraries (of the `caption` extra) these settings need; none without a caption model."""
+        if not self.caption_model:
+            return ()
+        open_clip = self.caption_model.startswith(OPEN_CLIP_PREFIX) or self.clip_check_model is not None
+        return ("torch", "transformers", "safetensors") + (("open_clip",) if open_clip else ())
+
     def check(self) -> None:
         model = self.caption_model
         if model is not None:

@@ -55,11 +55,13 @@ def caption(**params: Any) -> None:
     from pinfeatures.build.read import locate, read_located
     from pinfeatures.caption.loop import caption_pins
     from pinfeatures.errors import ConfigError
+    from pinfeatures.extras import require
 
     if cfg.input is None and cfg.pins is None:
         raise ConfigError("give --input DIR (with a pins table) or --pins FILE")
     if not cfg.caption.caption_model:
         raise ConfigError("give --caption-model (a model folder, hub id, open_clip:ARCH, or 'demo')")
+    require("caption", "--caption-model", cfg.caption.required_modules())
     table = read_located(locate("pins", cfg.input, cfg.pins, required=True), cfg.encoding)
     pins = table.frame
     frame, stats = caption_pins(

@@ -44,6 +44,7 @@ from pinfeatures.buildfolder import Build, open_build
 from pinfeatures.evaluate.settings import EvaluateSettings
 from pinfeatures.contracts import REJECT_SCHEMA, SOURCES, Variant, empty_rejects
 from pinfeatures.errors import ConfigError, InputError
+from pinfeatures.extras import missing_modules, require
 from pinfeatures.evaluate.metrics import (
     paired_bootstrap,
     per_query_ndcg,
@@ -56,6 +57,8 @@ MIN_RANKED_QUERIES = 3
 """A language gets a column in the Markdown table when at least this many queries rank two or more of its pins."""
 MAX_LANGUAGE_COLUMNS = 8
 SCORER_TITLES = {"lexical": "BM25", "semantic": "Embedding"}
+EVAL_MODULES = ("torch", "transformers")
+"""What the semantic scorer needs (the `eval` extra)."""
 
 
 # -- build folder ---------------------------------------------------------------------
@@ -512,7 +515,11 @@ def run_evaluate(
     scorers = list(dict.fromkeys(cfg.scorers))
     scorer_desc: dict[str, str] = {}
     scorer_names: dict[str, str] = {}
+    if "semantic" in scorers and missing_modules(EVAL_MODULES) and not require_scorers:
+        skipped["semantic"] = f"{', '.join(missing_modules(EVAL_MODULES))} not installed (pip install 'pinfeatures[eval]')"
+        scorers.remove("semantic")
     if "semantic" in scorers:
+        require("eval", "the semantic scorer", EVAL_MODULES)
         from pinfeatures.evaluate.embed import default_model_dir, load_encoder
 
         if cfg.model is None and default_model_dir() is None and not require_scorers:
