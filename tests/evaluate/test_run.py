@@ -272,13 +272,15 @@ def _fixture_build(tmp_path):
         from pinfeatures.build.run import run_build
         from pinfeatures.build.settings import BuildSettings
         from pinfeatures.caption.settings import CaptionSettings
+        from pinfeatures.contracts import expand
     except ImportError as exc:  # pragma: no cover
         pytest.skip(f"build not available: {exc}")
     if not (ROOT / "fixtures" / "input" / "judgments.csv").is_file():
         pytest.skip("fixtures not there")
-    # the five-rung ladder: the demo captioner is a caption source
-    cfg = BuildSettings(input=str(ROOT / "fixtures/input"), images_root=str(ROOT / "fixtures/images"),
-                        caption=CaptionSettings(caption_model="demo", cache=str(tmp_path / "cache")), out=str(tmp_path / "demo"), quiet=True)
+    # the five-rung ladder named rung by rung: without a caption source the `ladder` preset would
+    # start at title; asked for, `caption` is written empty (with a warning)
+    cfg = BuildSettings(input=str(ROOT / "fixtures/input"), images_root=str(ROOT / "fixtures/images"), variants=",".join(expand("ladder")),
+                        caption=CaptionSettings(cache=str(tmp_path / "cache")), out=str(tmp_path / "demo"), quiet=True)
     run_build(cfg)
     return tmp_path / "demo"
 
