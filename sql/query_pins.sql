@@ -1,6 +1,6 @@
 -- The (query, pin) pairs that passed the privacy threshold, with the query's traffic.
 --
--- In:   query_pairs (query_pairs.sql).
+-- In:   query_pairs (query_pairs.sql), query_traffic (query_traffic.sql).
 -- Params: $use_users  false: the users column is NULL (the input had no user_id).
 -- Out:  query, pin_id, events, engaged_events, users, score, country, query_traffic (the query's
 --       events over all pins of this input, kept or not), ordered by pin_id, query.
@@ -11,8 +11,8 @@ SELECT q.query,
        CASE WHEN $use_users THEN q.users END AS users,
        CAST(q.score AS DOUBLE) AS score,
        q.country,
-       CAST(t.query_traffic AS BIGINT) AS query_traffic
+       t.events AS query_traffic
 FROM query_pairs AS q
-JOIN (SELECT query, sum(events) AS query_traffic FROM query_pairs GROUP BY query) AS t USING (query)
+JOIN query_traffic AS t USING (query)
 WHERE q.kept
 ORDER BY q.pin_id, q.query

@@ -195,6 +195,7 @@ COMPANIONS = {
     "pilot": {"allocation": "neyman"},
     "control": {"treatment": "/tmp/pinfeatures-settings-test-treatment"},
     "treatment": {"control": "/tmp/pinfeatures-settings-test-control"},
+    "engine": {"shards": 2},
 }
 
 

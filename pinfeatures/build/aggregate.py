@@ -4,8 +4,10 @@ In:  valid saves(pin_id, board_id, ...), boards(board_id, title, ...), engagemen
      action, [user_id], [country], [locale], ...) as Polars frames (validate.py).
 Out: Aggregates: pin_boards(pin_id, boards: list[str]), pin_queries(pin_id, queries: list[str]),
      query_pins (the privacy-passing (query, pin) pairs, see sql/query_pins.sql), query_traffic
-     (one row per privacy-passing query, see sql/queries.sql) and stats for the manifest. Everything is keyed by pin_id, so a hash-partition of the pins (with their saves and
-     engagements) aggregates to the matching slice of a whole-input run.
+     (one row per privacy-passing query, see sql/queries.sql) and stats for the manifest.
+     Everything but query_traffic is keyed by pin_id, so a hash-partition of the pins (with their
+     saves and engagements) aggregates to the matching slice of a whole-input run; a shard returns
+     its per-query parts instead (sql/query_parts.sql) and `combine_queries` adds them up.
 """
 
 from __future__ import annotations
@@ -25,8 +27,14 @@ class Aggregates:
     pin_boards: pl.DataFrame
     pin_queries: pl.DataFrame
     query_pins: pl.DataFrame
-    query_traffic: pl.DataFrame
+    query_traffic: pl.DataFrame | None
+    """None for a shard (`query_parts=True`): see `parts`."""
     stats: dict[str, Any]
+    parts: dict[str, pl.DataFrame] | None = None
+    """A shard's query_traffic, query_users, query_locales (sql/query_parts.sql), for combine_queries."""
+
+
+QUERY_PARTS = ("query_traffic", "query_users", "query_locales")
 
 
 def _as_table(frame: pl.DataFrame, columns: Mapping[str, pl.DataType]) -> pl.DataFrame:
@@ -48,22 +56,21 @@ def aggregate(
     query_top_pins: int = 10,
     require_users: bool = False,
     threads: int | None = None,
+    use_users: bool | None = None,
+    query_parts: bool = False,
 ) -> Aggregates:
-    """Run sql/board_titles.sql, query_norm.sql, query_pairs.sql, top_queries.sql, query_pins.sql, queries.sql.
+    """Run sql/board_titles.sql, query_norm.sql, query_pairs.sql, query_events.sql, query_parts.sql, top_queries.sql, query_pins.sql, queries.sql.
 
     k counts distinct users (user ids canonical, null ones no user: validate.py). Engagements with
     no user id at all fall back to counting engaged events, with a warning on stderr, or an
-    InputError with `require_users`.
+    InputError with `require_users`. `use_users`: a shard gets the whole input's answer (so every
+    shard counts alike; the driver warns once); None: decide from these engagements.
+    `query_parts`: return the per-query parts (a shard) instead of the queries table.
     """
-    use_users = "user_id" in engagements.columns and engagements.get_column("user_id").null_count() < engagements.height
-    if not use_users and engagements.height:
-        message = (
-            "engagements have no user_id (the column is missing or every value is null or blank): "
-            f"the privacy threshold k={query_min_users} counts engaged events, not distinct users"
-        )
-        if require_users:
-            raise InputError(message + " (require_users is set)", column="user_id")
-        warn(message + "; --require-users makes this an error")
+    if use_users is None:
+        use_users = has_user_ids(engagements)
+        if not use_users and engagements.height:
+            no_user_ids(query_min_users, require_users)
     con = connect(threads=threads)
     try:
         con.register("saves", _as_table(saves, {"pin_id": pl.Utf8, "board_id": pl.Utf8}).to_arrow())
@@ -78,9 +85,16 @@ def aggregate(
         pin_boards = run_sql(con, "board_titles", {"top_k": board_top_k}).pl()
         run_sql(con, "query_norm")
         run_sql(con, "query_pairs", {"min_users": query_min_users, "use_users": use_users})
+        run_sql(con, "query_events", {"all_queries": query_parts})
+        run_sql(con, "query_parts")
         pin_queries = run_sql(con, "top_queries", {"top_k": query_top_k}).pl()
         query_pins = run_sql(con, "query_pins", {"use_users": use_users}).pl()
-        query_traffic = run_sql(con, "queries", {"use_users": use_users, "top_pins": query_top_pins}).pl()
+        parts = query_traffic = None
+        if query_parts:
+            parts = {name: con.sql(f"SELECT * FROM {name}").pl() for name in QUERY_PARTS}
+        else:
+            con.execute("CREATE TEMP VIEW kept_pairs AS SELECT query, pin_id, score FROM query_pairs WHERE kept")
+            query_traffic = _query_rows(con, use_users, query_top_pins)
         stats_row = run_sql(con, "query_stats").fetchall()[0]
     finally:
         con.close()
@@ -98,6 +112,51 @@ def aggregate(
         pin_boards=pin_boards.with_columns(pl.col("boards").cast(pl.List(pl.Utf8))),
         pin_queries=pin_queries.with_columns(pl.col("queries").cast(pl.List(pl.Utf8))),
         query_pins=query_pins,
-        query_traffic=query_traffic.with_columns(pl.col("top_pins").cast(pl.List(pl.Utf8))),
+        query_traffic=query_traffic,
         stats=stats,
+        parts=parts,
     )
+
+
+def _query_rows(con: Any, use_users: bool, top_pins: int) -> pl.DataFrame:
+    """sql/queries.sql over the registered query parts and kept_pairs."""
+    rows = run_sql(con, "queries", {"use_users": use_users, "top_pins": top_pins}).pl()
+    return rows.with_columns(pl.col("top_pins").cast(pl.List(pl.Utf8)))
+
+
+def combine_queries(parts: Mapping[str, list[str]], kept_pairs: list[str], *, use_users: bool, top_pins: int, threads: int | None = None) -> pl.DataFrame:
+    """The queries table of a sharded build: sql/queries.sql over every shard's parts at once.
+
+    In:  parts: {query_traffic|query_users|query_locales: Parquet files, one per shard};
+         kept_pairs: Parquet files holding every shard's query_pins (query, pin_id, score).
+    Out: what `aggregate` returns as query_traffic for the whole input.
+    """
+    con = connect(threads=threads)
+    try:
+        for name in QUERY_PARTS:
+            con.execute(f"CREATE TEMP VIEW {name} AS SELECT * FROM read_parquet({_sql_list(parts[name])})")
+        con.execute(f"CREATE TEMP VIEW kept_pairs AS SELECT query, pin_id, score FROM read_parquet({_sql_list(kept_pairs)})")
+        return _query_rows(con, use_users, top_pins)
+    finally:
+        con.close()
+
+
+def _sql_list(paths: list[str]) -> str:
+    """A DuckDB list literal of file paths (a view cannot hold a prepared parameter)."""
+    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+
+
+def no_user_ids(query_min_users: int, require_users: bool) -> None:
+    """Engagements without any user id: a warning on stderr, or an InputError with `require_users`."""
+    message = (
+        "engagements have no user_id (the column is missing or every value is null or blank): "
+        f"the privacy threshold k={query_min_users} counts engaged events, not distinct users"
+    )
+    if require_users:
+        raise InputError(message + " (require_users is set)", column="user_id")
+    warn(message + "; --require-users makes this an error")
+
+
+def has_user_ids(engagements: pl.DataFrame) -> bool:
+    """Whether the privacy threshold can count distinct users: some engagement has a user_id."""
+    return "user_id" in engagements.columns and engagements.get_column("user_id").null_count() < engagements.height

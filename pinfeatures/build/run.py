@@ -59,7 +59,12 @@ def run_build(cfg: BuildSettings, report: ReportSettings | None = None) -> dict[
     progress = Progress(cfg.quiet)
     started = time.perf_counter()
     with BuildWriter(out, previous=cfg.previous) as writer:
-        manifest = _build_into(writer, cfg, variants, counter, progress, started)
+        if cfg.shards:  # the same rows from hash-partitions of the pins (pinfeatures.build.shard)
+            from pinfeatures.build.shard import run_sharded
+
+            manifest = run_sharded(writer, cfg, variants, counter, progress, started)
+        else:
+            manifest = _build_into(writer, cfg, variants, counter, progress, started)
     progress.say(
         f"wrote {manifest['outputs']['features']['rows']} pins, {manifest['outputs']['texts']['rows']} texts, "
         f"{manifest['outputs']['rejects']['rows']} rejects to {out} in {manifest['timings']['total']:.1f}s (build {manifest['build_id']})"
@@ -126,22 +131,14 @@ def _build_into(writer: BuildWriter, cfg: BuildSettings, variants: list[str], co
 
     with progress.stage("caption", "captions (precomputed table and/or model)"):
         captions, caption_stats = attach_captions(pins, valid.captions, cfg, images_root(cfg, located), progress)
-    warnings = caption_warnings(caption_stats, max_failure_share=cfg.caption.max_failure_share,
-                                images_root_given=cfg.images_root is not None, images_root=images_root(cfg, located))
-    notes = caption_notes(caption_stats)
-    if cfg.variants.strip() == "ladder" and not cfg.caption.caption_model and "captions" not in located:
-        # no caption source at all: a `caption` rung would be empty for every pin
-        variants = ladder(tuple(s for s in SOURCES if s != "caption"))
-        notes.append("no caption model and no captions table: the ladder starts at title")
+    variants, warnings, notes = after_captions(cfg, located, variants, caption_stats)
 
     features = _features(pins, captions, agg.pin_boards, agg.pin_queries, cfg)
 
     with progress.stage("assemble", f"{len(variants)} variant(s) x {features.height} pins"):
         texts = assemble_texts(features, variants, cfg, counter)
     warnings += empty_variant_warnings(texts, variants)
-    _stop_if_strict(cfg, warnings)
-    for warning in warnings:
-        progress.warn(warning)
+    report_warnings(cfg, warnings, progress)
 
     with progress.stage("write", f"writing to {writer.staging}"):
         writer.write_table("features", features)
@@ -158,6 +155,25 @@ def _build_into(writer: BuildWriter, cfg: BuildSettings, variants: list[str], co
     fields["images_root"] = str(root.absolute()) if root is not None else None
     with progress.stage("commit", f"manifest.json, then the swap into {writer.out}"):
         return writer.commit(fields)
+
+
+def after_captions(cfg: BuildSettings, located: dict[str, Any], variants: list[str], caption_stats: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:
+    """The variants to assemble, and the caption stage's warnings and notes (a sharded build shares this)."""
+    warnings = caption_warnings(caption_stats, max_failure_share=cfg.caption.max_failure_share,
+                                images_root_given=cfg.images_root is not None, images_root=images_root(cfg, located))
+    notes = caption_notes(caption_stats)
+    if cfg.variants.strip() == "ladder" and not cfg.caption.caption_model and "captions" not in located:
+        # no caption source at all: a `caption` rung would be empty for every pin
+        variants = ladder(tuple(s for s in SOURCES if s != "caption"))
+        notes.append("no caption model and no captions table: the ladder starts at title")
+    return variants, warnings, notes
+
+
+def report_warnings(cfg: BuildSettings, warnings: list[str], progress: Progress) -> None:
+    """--strict: the first warning stops the build before anything is committed; else each goes to stderr."""
+    _stop_if_strict(cfg, warnings)
+    for warning in warnings:
+        progress.warn(warning)
 
 
 def images_root(cfg: BuildSettings, located: dict[str, Any] | None = None) -> Path | None:
@@ -202,7 +218,10 @@ def attach_captions(
         ).drop("_pre")
         stats["precomputed"] = int((result.get_column("caption_status") == "precomputed").sum())
     if cfg.caption.caption_model:
-        from pinfeatures.caption.loop import caption_pins
+        if cfg.engine == "ray":  # a Ray Data pipeline: CPU decode tasks, model actors (GPU when there is one)
+            from pinfeatures.engine.ray_caption import caption_pins_ray as caption_pins
+        else:
+            from pinfeatures.caption.loop import caption_pins
 
         todo = result.filter(pl.col("caption_status") != "precomputed").select("pin_id", "image")
         captioned, model_stats = caption_pins(todo, cfg.caption, images_root=root, cache_dir=Path(cfg.caption.cache), quiet=cfg.quiet)

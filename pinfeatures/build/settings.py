@@ -33,6 +33,15 @@ class BuildSettings(Settings):
     """Also write report.html (with the `[report]` settings) into `out`."""
     strict: bool = False
     """Build warnings (too many images failed, a variant with no text) are errors: nothing is committed."""
+    shards: int = setting(0, min=0, max=1_000_000)
+    """0: one whole-input build, one file per table; N >= 1: hash-partition the pins by pin_id into
+    N shards and write each table (but queries) as a folder of N Parquet parts (the same rows)."""
+    engine: str = setting("local", choices=("local", "ray"))
+    """`local` (one process or a process pool) or `ray` (Ray tasks and a Ray Data caption pipeline)."""
+    workers: int = setting(0, min=0, max=100_000)
+    """Shards the local engine runs at once; 0: min(shards, cores)."""
+    ray_address: str | None = None
+    """Ray cluster to join (`auto`, `ray://host:10001`); None: start a local Ray."""
     previous: str | None = setting(None, path=True)
     """A build folder to write changes.parquet against (default: the build already in `out`)."""
     encoding: str = "utf-8"
@@ -80,6 +89,8 @@ class BuildSettings(Settings):
     caption: CaptionSettings = setting(factory=CaptionSettings)
 
     def check(self) -> None:
+        if self.engine == "ray" and not self.shards:
+            raise ConfigError("engine 'ray' runs shards: give shards >= 1 (--shards N)")
         if not self.action_weights:
             raise ConfigError("action_weights must name at least one action")
         if any(not a.strip() or a != a.strip().lower() for a in self.action_weights):

@@ -48,6 +48,10 @@ def build_settings(config: str | None = None, **flags: Any) -> dict[str, Any]:
 @click.option("--strict", is_flag=True, default=None, help="Make build warnings errors (exit 2, nothing committed): too many failed images, a variant with no text.")
 @click.option("--previous", type=click.Path(file_okay=False), help="Build folder to compare with for changes.parquet (default: the build already in --out).")
 @click.option("--write-report", "--report", "write_report", is_flag=True, default=None, help="Also write report.html into --out.")
+@click.option("--shards", type=int, help="Hash-partition the pins into N shards (each table becomes a folder of N parts; same rows). Default: no sharding.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), help="Run shards in local processes (default) or as Ray tasks (pip install 'pinfeatures[ray]').")
+@click.option("--workers", type=int, help="Shards the local engine runs at once (default: min(shards, cores)).")
+@click.option("--ray-address", help="Ray cluster to join with --engine ray (default: start a local Ray).")
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML file with the same settings; a flag wins over the file.")
 @click.option("--quiet", "-q", is_flag=True, default=None, help="No progress output.")
 def build(**params: Any) -> None:

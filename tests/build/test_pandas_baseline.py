@@ -260,21 +260,28 @@ def test_make_synthetic_long_tail(tmp_path: Path) -> None:
 
 
 def test_bench_build_end_to_end_agrees_with_build(tmp_path: Path) -> None:
-    """The benchmark on a tiny data set: real build (DuckDB) and pandas give the same lists per pin."""
+    """The benchmark on a tiny data set: the whole build, a 2-shard build, pandas and the floor;
+    builds agree with each other and with pandas, list per pin."""
     results = tmp_path / "build.json"
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_build.py"), "--pins", "1500", "--saves", "6000",
-                           "--engagements", "30000", "--data", str(tmp_path / "data"), "--results", str(results)],
-                          capture_output=True, text=True, timeout=300)
+                           "--engagements", "30000", "--shards", "2", "--skip-ray", "--data", str(tmp_path / "data"),
+                           "--results", str(results)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     res = json.loads(results.read_text())
+    assert res["data"]["tail_share"] == 0.25
     assert res["agreement"]["pins"] == 1500
     assert res["agreement"]["boards"]["mismatches"] == 0
     assert res["agreement"]["queries"]["mismatches"] == 0
     assert res["agreement"]["boards"]["pins_with_values_build"] > 500
     assert res["agreement"]["queries"]["pins_with_values_build"] > 50
-    assert {"aggregate", "language", "read"} <= set(res["build"]["stages_s"])
-    assert 0 < res["build"]["peak_rss_gib"] < 8
-    assert set(res["goals"]) == {"peak_memory_under_8_gib", "language_under_one_third", "aggregate_5x_faster_than_pandas"}
+    assert res["shards"]["same_features_as_whole"] == {"pins": 1500, "pins_other": 1500, "mismatches": 0}
+    assert {"aggregate", "language", "read"} <= set(res["whole"]["stages_s"])
+    assert {"partition", "shards", "assemble", "queries"} <= set(res["shards"]["stages_s"])
+    assert 0 < res["whole"]["peak_rss_gib"] < 8 and 0 < res["shards"]["largest_worker_rss_gib"] < res["shards"]["peak_rss_gib"]
+    assert res["floor"]["query_pin_groups"] > 0 and res["floor"]["pin_board_groups"] > 0
+    assert set(res["goals"]) == {"whole_under_50_s", "whole_peak_under_4_gib", "sharded_workers_under_1_5_gib",
+                                 "aggregate_within_3x_of_floor", "aggregate_10x_faster_than_pandas"}
+    assert "ray" not in res
 
 
 @pytest.mark.parametrize("name", ["input", "hostile"])
