@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import polars as pl
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere in the checkout
@@ -36,6 +37,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere in the checkout
 
 from pinfeatures.build.scrub import normalize_phrases  # noqa: E402
 from pinfeatures.build.settings import BuildSettings  # noqa: E402
+from pinfeatures.build.validate import canonical_user_id  # noqa: E402
 from pinfeatures.errors import InputError  # noqa: E402
 from pinfeatures.settings import load_settings  # noqa: E402
 
@@ -52,9 +54,13 @@ def find_table(input_dir: str | Path, name: str) -> Path | None:
 def read_table(path: Path, columns: list[str], optional: tuple[str, ...] = ()) -> pd.DataFrame:
     """Read the wanted columns (those of `optional` that exist too); id columns come back as strings."""
     if path.suffix == ".csv":
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        # a record with more fields than the header is skipped, as the build rejects it (malformed_csv)
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], on_bad_lines="skip")
     elif path.suffix == ".jsonl":
-        df = pd.read_json(path, lines=True, dtype=False)
+        try:
+            df = pd.read_json(path, lines=True, dtype=False)
+        except ValueError:  # a malformed line: skip it, as the build rejects it (slower, line by line)
+            df = pd.DataFrame(_json_objects(path))
     else:
         import pyarrow.parquet as pq
 
@@ -64,6 +70,24 @@ def read_table(path: Path, columns: list[str], optional: tuple[str, ...] = ()) -
     if missing:
         raise InputError(f"missing column(s) {missing}", file=str(path))
     return df[[c for c in columns + list(optional) if c in df.columns]]
+
+
+def _json_objects(path: Path) -> list[dict]:
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            rows.append(obj)
+    return rows
+
+
+def user_ids(s: pd.Series) -> pd.Series:
+    """as_id, then the build's canonical user id (validate.canonical_user_id: '7.0' is '7', blank is no user)."""
+    ids = pl.Series("user_id", [None if pd.isna(v) else str(v) for v in as_id(s)], dtype=pl.Utf8)
+    return pd.Series(pl.select(canonical_user_id(pl.lit(ids))).to_series().to_list(), index=s.index, dtype="string")
 
 
 def as_id(s: pd.Series) -> pd.Series:
@@ -153,9 +177,10 @@ def pandas_aggregate(input_dir: str | Path, cfg: Any = None, timings: dict | Non
         engaged = ev["action"] != "impression"
         cols = {"score": ev["action"].map(weights).astype("float64"), "engaged": engaged}
         # a user_id column that is entirely empty counts as absent (as in pinfeatures.build.aggregate)
-        has_users = "user_id" in ev.columns and bool(ev["user_id"].notna().any())
+        users = user_ids(ev["user_id"]) if "user_id" in ev.columns else None
+        has_users = users is not None and bool(users.notna().any())
         if has_users:
-            cols["eng_user"] = as_id(ev["user_id"]).where(engaged)
+            cols["eng_user"] = users.where(engaged)
         ev = ev[["pin_id", "query"]].assign(**cols)
         agg = {"score": ("score", "sum"), "engaged": ("engaged", "sum")}
         if has_users:

@@ -27,6 +27,16 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
+def make_fixtures_module():
+    """fixtures/make_fixtures.py as a module: its constants say what the hostile set plants."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_fixtures", FIXTURES / "make_fixtures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def write_table(frame: pl.DataFrame, path: Path, fmt: str) -> Path:
     """Write `frame` as `<path>.<fmt>` (parquet, csv, jsonl) or as a folder `<path>/` of 2 Parquet parts."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from conftest import make_fixtures_module
+
 from pinfeatures.build.scrub import normalize_phrase
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,9 +153,21 @@ def test_judgments() -> None:
 
 # -- hostile input ------------------------------------------------------------------------------
 
+def json_lines(path: Path) -> list[dict]:
+    """The lines of a hostile JSONL file that parse (each has one that does not, on purpose)."""
+    rows, bad = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            bad += 1
+    assert bad == 1, path
+    return rows
+
+
 def test_hostile_cases_present() -> None:
     h = FIX / "hostile"
-    pins = [json.loads(line) for line in (h / "pins.jsonl").read_text(encoding="utf-8").splitlines()]
+    pins = json_lines(h / "pins.jsonl")
     ids = [p["pin_id"] for p in pins]
     assert None in ids and "" in ids and len(ids) - len(set(ids)) >= 1
     titles = [p["title"] or "" for p in pins]
@@ -169,7 +183,7 @@ def test_hostile_cases_present() -> None:
     assert 1.5 in ids and any("\ud800" in t for t in titles)  # bad_value rejects of their lines
     saves = pq.read_table(h / "saves.parquet")
     assert str(saves.schema.field("pin_id").type) == "int64"
-    ev = [json.loads(line) for line in (h / "engagements.jsonl").read_text(encoding="utf-8").splitlines()]
+    ev = json_lines(h / "engagements.jsonl")
     actions = {e["action"] for e in ev}
     assert {"CLICK ", "purchase", None} <= actions
     queries = {e["query"] for e in ev}
@@ -181,5 +195,10 @@ def test_hostile_cases_present() -> None:
     with pytest.raises(OSError):
         with Image.open(io.BytesIO((h / "images" / "truncated.jpg").read_bytes())) as im:
             im.load()
-    boards = pl.read_csv(h / "boards.csv")
+    boards = pl.read_csv(h / "boards.csv", truncate_ragged_lines=True)
+    # planted personal data and below-k queries (tests/test_privacy_sweep.py looks for them in every output)
+    mf = make_fixtures_module()
+    assert {e["query"] for e in ev} >= set(mf.PLANTED_QUERIES) | set(mf.BELOW_K_QUERIES)
+    assert set(boards.get_column("title").to_list()) >= set(mf.PLANTED_BOARD_TITLES)
+    assert sum(mf.PLANTED_USER_ID == e["user_id"] for e in ev) >= len(mf.PLANTED_QUERIES)
     assert boards["board_id"].null_count() >= 1 and boards["board_id"].is_duplicated().any()

@@ -185,9 +185,10 @@ def test_hostile_fixtures_do_not_crash() -> None:
     # titles that are only an e-mail / phone / URL are scrubbed away
     assert not {"anna@example.com", "+44 20 7946 0958"} & set(b.get("1002", []))
     q = as_dict(queries, "queries")
-    # 'CLICK ' normalises: 'chocolate cake' has 4 users; e-mail/phone/URL-only queries are gone
-    assert q["1001"] == ["chocolate cake"]
-    assert all("@" not in x for xs in q.values() for x in xs)
+    # 'CLICK ' normalises: 'chocolate cake' has 4 users; e-mail/phone/URL-only queries are gone, and
+    # the planted ones keep their words only ("call 07946 095811 cake" is "call cake")
+    assert "chocolate cake" in q["1001"] and "call cake" in q["1001"]
+    assert all("@" not in x and "4111" not in x for xs in q.values() for x in xs)
 
 
 # -- the synthetic generator the benchmark feeds both sides with --------------------------------

@@ -48,9 +48,9 @@ def test_build_hostile_with_flags_and_config(tmp_path):
     assert m["variants"][0] == "caption+title+description+boards+queries" and len(m["variants"]) == 6  # from the file
     assert m["privacy"]["query_min_users"] == 2  # the flag beats the file
     assert m["config"]["action_weights"] == {"impression": 0.0, "click": 2.0, "closeup": 0.5, "save": 3.0, "long_click": 2.0}
-    assert m["counts"]["pins"] == {"read": 26, "valid": 20, "rejected": 6}
+    assert m["counts"]["pins"] == {"read": 27, "valid": 20, "rejected": 7}
     assert m["rejects"]["pins"]["bad_value"] == 2  # a lone surrogate, a fractional id
-    assert m["rejects"]["engagements"]["unknown_action"] == 3
+    assert m["rejects"]["engagements"]["unknown_action"] == 4
     texts = pl.read_parquet(out / "texts.parquet")
     assert texts.height == 20 * 6 and (texts.get_column("n_tokens") <= 64).all()
 
