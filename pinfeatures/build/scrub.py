@@ -12,8 +12,9 @@ Two kinds of text get different treatment:
 
 Linear time on any input. Every step is linear in its input, and the input is bounded first:
 
-1. Python, one call per string, C-level functions only: cut the raw text at RAW_CAP_FACTOR x the
-   phrase cap; unescape HTML entities (before markup is stripped, so `&lt;script&gt;` is stripped
+1. Python, one call per string, C-level functions only, on a prefix of the raw text that grows
+   until it yields enough (at most RAW_CAP_FACTOR x the phrase cap, see `_fold`): unescape HTML
+   entities (before markup is stripped, so `&lt;script&gt;` is stripped
    too); drop format characters (category Cf: zero-width joiners, U+2060 word joiner, bidi
    controls, soft hyphen...) so they cannot split a phone number; controls become spaces;
    decimal digits of every script become ASCII; NFKC; case fold. An entity that only appears
@@ -51,6 +52,10 @@ MAX_SCRUB_PASSES = 4
 # The patterns run on folded text: lower case, ASCII digits, single spaces, no format characters.
 # Rust regex syntax (Polars): no look-around, no backreferences, so no backtracking.
 _SEP = r"[ ().\-/]{0,2}"
+# An ASCII word boundary: Unicode \b keeps the Rust engine off its DFA on non-ASCII text (60x slower
+# on Arabic); leading boundaries before a [\w]+ run are left out (leftmost matching starts at the
+# run's first character anyway), so a host like пример.com is still found.
+_B = r"(?-u:\b)"
 _TLDS = (
     "com|net|org|edu|gov|mil|int|info|biz|name|pro|mobi|io|co|ai|app|dev|xyz|me|tv|cc|ly|to|gg|fm|"
     "online|site|store|shop|tech|blog|club|top|live|cloud|page|link|art|design|space|website|news|"
@@ -73,28 +78,28 @@ def _grouped_digits_pattern() -> str:
             if sum(sizes) in (7, 8) and sizes[0] <= 4 and min(sizes[1:]) >= 2:
                 sep = " " if sizes in ((4, 2, 2), (2, 2, 4)) else r"[ \-]"
                 shapes.append(sep.join(f"[0-9]{{{n}}}" for n in sizes))
-    return r"\b(?:" + "|".join(shapes) + r")\b"
+    return r"{_B}(?:" + "|".join(shapes) + r"){_B}"
 
 
 PII_PATTERNS: dict[str, str] = {
     # name@host, the host with dots or spelled ' dot ', or none (anna@localhost); spaces around @
     "email": r"[\w.+\-']+ ?@ ?[\w\-]+(?:(?:\.| dot )[\w\-]+)*",
     # name at host dot tld (spelled out: the last label must be a known top-level domain)
-    "email_spelled": rf"[\w.+\-]+ at [\w\-]+(?: dot [\w\-]+)* dot (?:{_TLDS})\b",
+    "email_spelled": rf"[\w.+\-]+ at [\w\-]+(?: dot [\w\-]+)* dot (?:{_TLDS}){_B}",
     # name at gmail.com (spelled 'at', a webmail host)
     "email_webmail": rf"[\w.+\-]+ at (?:{_WEBMAIL})(?:\.| dot )[\w\-]+",
     # any scheme, defanged ones too (hxxp://, ftp://, ...)
-    "url_scheme": r"\b[a-z][a-z0-9+.\-]{1,20}://\S*",
-    "url_www": r"\bwww\d{0,3}\.\S+",
+    "url_scheme": r"{_B}[a-z][a-z0-9+.\-]{1,20}://\S*",
+    "url_www": r"{_B}www\d{0,3}\.\S+",
     # host.tld with or without a path (example.com, shop.example.co.uk/x)
-    "url_domain": rf"\b[\w\-]+(?:\.[\w\-]+)*\.(?:{_TLDS})\b(?:[/?#:]\S*)?",
+    "url_domain": rf"[\w\-]+(?:\.[\w\-]+)*\.(?:{_TLDS}){_B}(?:[/?#:]\S*)?",
     # any host.label followed by a path (example.xyz/path)
-    "url_path": r"\b[\w\-]+(?:\.[\w\-]+)*\.[a-z]{2,}/\S*",
-    "ipv4": r"\b[0-9]{1,3}(?:\.[0-9]{1,3}){3}\b(?::[0-9]{1,5}|/[0-9]{1,2})?",
+    "url_path": r"[\w\-]+(?:\.[\w\-]+)*\.[a-z]{2,}/\S*",
+    "ipv4": r"{_B}[0-9]{1,3}(?:\.[0-9]{1,3}){3}{_B}(?::[0-9]{1,5}|/[0-9]{1,2})?",
     # full form, or any form with '::' (fe80::1, 2001:db8::8a2e:370:7334, ::1)
-    "ipv6": r"\b[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){7}\b"
-    r"|\b[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){0,6}::(?:[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){0,6}\b)?"
-    r"|::[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){0,6}\b",
+    "ipv6": r"{_B}[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){7}{_B}"
+    r"|{_B}[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){0,6}::(?:[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){0,6}{_B})?"
+    r"|::[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){0,6}{_B}",
     # international numbers: + and at least 7 digits, up to two separators between digits
     "phone_international": rf"\+ ?\(?[0-9](?:{_SEP}[0-9]){{6,}}",
     # any 9 or more digits with up to two separators between them: phone numbers in national
@@ -102,14 +107,15 @@ PII_PATTERNS: dict[str, str] = {
     # bank account and id numbers
     "digit_sequence": rf"\(?[0-9](?:{_SEP}[0-9]){{8,}}",
     # local 7-digit numbers written 555-0123 / 555.0123
-    "phone_local": r"\b[0-9]{3}[.\-][0-9]{4}\b",
+    "phone_local": r"{_B}[0-9]{3}[.\-][0-9]{4}{_B}",
     # 7 or 8 digits in groups (8123 4567, 32 12 34 56, 999 99 99): national numbers of many countries
     "phone_grouped": _grouped_digits_pattern(),
     # an area code in parentheses and the number: (020) 79460, (0123) 456 789
     "phone_area_code": r"\([0-9]{2,5}\) ?[0-9]{3,}(?:[ \-][0-9]{2,})*",
     # UK national insurance number (qq 12 34 56 c)
-    "uk_nino": r"\b[a-z]{2} ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[a-d]\b",
+    "uk_nino": r"{_B}[a-z]{2} ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[a-d]{_B}",
 }
+PII_PATTERNS = {name: pattern.replace("{_B}", _B) for name, pattern in PII_PATTERNS.items()}
 """What the scrubber removes from phrases (each match becomes a space). One test per entry."""
 
 PII_PATTERN = "|".join(f"(?:{p})" for p in PII_PATTERNS.values())
@@ -151,15 +157,33 @@ def _fold_table() -> dict[int, str | None]:
     return table
 
 
-def _fold(text: str, raw_cap: int) -> str:
-    """Step 1 of the module docstring, for one string (C-level calls only: linear)."""
-    text = text[:raw_cap]
-    if "&" in text:
-        text = html.unescape(text)
-    text = unicodedata.normalize("NFKC", text.translate(_fold_table())).casefold()
-    if "&" in text and html.unescape(text) != text:  # an entity NFKC or case folding made
-        text = text.replace("&", " ")
-    return text
+_CUT_TAIL = "0123456789+().-/ \u1680"
+
+
+def _fold(text: str, max_chars: int) -> str:
+    """Step 1 of the module docstring, for one string (C-level calls only: linear).
+
+    NFKC can grow a character 18-fold, so the work is bounded by what the output needs, not by
+    the input: a prefix of 64, 256, 1024, ... raw characters (at most RAW_CAP_FACTOR x max_chars)
+    is folded until it yields more than twice max_chars. When the prefix ends before the text
+    does, its last word and the digits and separators before it are dropped: a cut half of a
+    number or an address must not hide from the patterns."""
+    raw_cap = min(len(text), RAW_CAP_FACTOR * max_chars)
+    cut = 64
+    while True:
+        piece = text[:cut]
+        if "&" in piece:
+            piece = html.unescape(piece)
+        folded = unicodedata.normalize("NFKC", piece.translate(_fold_table())).casefold()
+        if cut >= raw_cap or len(folded) > 2 * max_chars + 1:
+            break
+        cut = min(4 * cut, raw_cap)
+    if cut < len(text):
+        words = folded.rsplit(None, 1)
+        folded = (words[0] if len(words) == 2 else folded).rstrip(_CUT_TAIL)
+    if "&" in folded and html.unescape(folded) != folded:  # an entity NFKC or case folding made
+        folded = folded.replace("&", " ")
+    return folded
 
 
 def _as_series(values: Iterable[str | None] | pl.Series) -> pl.Series:
@@ -194,8 +218,7 @@ def normalize_phrases(values: Iterable[str | None] | pl.Series, max_chars: int =
     """Fold, cap and scrub many phrases at once (see the module docstring). None stays None; the
     result may be '' (nothing left after scrubbing). Same length and order as `values`."""
     raw = _as_series(values)
-    raw_cap = RAW_CAP_FACTOR * max_chars
-    folded = pl.Series("text", [None if v is None else _fold(v, raw_cap) for v in raw.to_list()], dtype=pl.Utf8)
+    folded = pl.Series("text", [None if v is None else _fold(v, max_chars) for v in raw.to_list()], dtype=pl.Utf8)
     text = pl.col("text")
     frame = pl.DataFrame({"text": folded}).select(
         _cap_words(
