@@ -27,6 +27,19 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
+def jsonl_objects(path: Path) -> tuple[list[dict], int]:
+    """The lines of a JSONL file that parse, and how many did not (the hostile files plant one)."""
+    rows, bad = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            bad += 1
+    return rows, bad
+
+
 def make_fixtures_module():
     """fixtures/make_fixtures.py as a module: its constants say what the hostile set plants."""
     import importlib.util

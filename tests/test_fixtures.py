@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from conftest import make_fixtures_module
+from conftest import jsonl_objects, make_fixtures_module
 
 from pinfeatures.build.scrub import normalize_phrase
 
@@ -155,12 +155,7 @@ def test_judgments() -> None:
 
 def json_lines(path: Path) -> list[dict]:
     """The lines of a hostile JSONL file that parse (each has one that does not, on purpose)."""
-    rows, bad = [], 0
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            bad += 1
+    rows, bad = jsonl_objects(path)
     assert bad == 1, path
     return rows
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from conftest import jsonl_objects
 
 from pinfeatures.build.aggregate import aggregate
 from pinfeatures.build.language import LanguageSettings, detect_languages
@@ -106,10 +107,6 @@ def test_no_user_or_locale_columns():
     assert dict(zip(table["query"], table["query_language_source"]))["chocolate cake"] == "pins"
 
 
-def _raw_rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def test_hostile_build_keeps_only_queries_past_the_threshold(tmp_path):
     """Every query in queries.parquet has a pin with >= k distinct engaging users, counted here from the raw file."""
     k = 2
@@ -118,7 +115,7 @@ def test_hostile_build_keeps_only_queries_past_the_threshold(tmp_path):
     queries = pl.read_parquet(tmp_path / "out" / "queries.parquet")
     assert queries.columns == list(QUERY_COLUMNS) and queries.height > 0
     users: dict[tuple[str, str], set[str]] = {}
-    for r in _raw_rows(ROOT / "fixtures" / "hostile" / "engagements.jsonl"):
+    for r in jsonl_objects(ROOT / "fixtures" / "hostile" / "engagements.jsonl")[0]:
         if not isinstance(r.get("query"), str) or r.get("user_id") is None:
             continue
         if str(r.get("action", "")).strip().lower() not in ("click", "closeup", "save", "long_click"):
