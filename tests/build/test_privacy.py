@@ -151,12 +151,19 @@ def test_reject_records_hold_no_user_id_no_below_k_query_no_raw_secret(tmp_path)
     assert manifest["rejects"]["engagements"] == {"malformed_json": 1, "unknown_action": 3, "unknown_pin": 1}
 
 
-def test_a_reject_about_a_user_id_withholds_its_value(tmp_path):
+def test_a_bad_user_id_is_a_reject_that_withholds_its_value(tmp_path):
     t = small_tables()
     folder = write_inputs(tmp_path / "in", {k: v for k, v in t.items() if k != "engagements"}, "parquet")
     (folder / "engagements.jsonl").write_text(
         '{"query": "cake", "pin_id": "p1", "action": "click", "user_id": "u1"}\n'
-        '{"query": "cake", "pin_id": "p1", "action": "click", "user_id": {"secret": "u-secret-7"}}\n', encoding="utf-8")
+        '{"query": "cake", "pin_id": "p1", "action": "click", "user_id": {"secret": "u-secret-7"}}\n'
+        '{"query": "cake", "pin_id": "p1", "action": "click", "user_id": true}\n'
+        '{"query": "cake", "pin_id": "p1", "action": "click", "user_id": 7.5}\n', encoding="utf-8")
     read = {name: read_table(next(folder.glob(f"{name}.*")), name) for name in ("pins", "boards", "saves", "engagements")}
     rejects = validate_tables(read).rejects.filter(pl.col("table") == "engagements")
-    assert rejects.select("row", "column", "reason", "detail", "record").rows() == [(2, "user_id", "bad_value", USER_ID_WITHHELD, None)]
+    # a JSON boolean or a fractional number is no user id: the row is a reject (read.py), not user "true"
+    assert rejects.sort("row").select("row", "column", "reason", "detail", "record").rows() == [
+        (2, "user_id", "bad_value", USER_ID_WITHHELD, None),
+        (3, "user_id", "bad_value", USER_ID_WITHHELD, None),
+        (4, "user_id", "bad_value", USER_ID_WITHHELD, None),
+    ]
