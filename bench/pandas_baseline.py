@@ -77,7 +77,8 @@ def _json_objects(path: Path) -> list[dict]:
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             obj = json.loads(line)
-        except ValueError:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")  # a lone surrogate escape: a reject in the build
+        except (ValueError, UnicodeEncodeError):
             continue
         if isinstance(obj, dict):
             rows.append(obj)
