@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Mutation testing of the core modules: are there small realistic bugs the tests let through?
+#
+#   scripts/mutation.sh            # mutmut over the core modules + the hand-written mutants below
+#   JOBS=4 MUTATION_TIMEOUT=7200 scripts/mutation.sh
+#
+# Works on a copy of the committed tree (HEAD) in a temporary folder, so the checkout is never
+# touched. Two parts:
+#   1. mutmut (3.x) over the core Python modules, running the relevant tests only (mutmut runs,
+#      for each mutant, just the tests that reach the mutated function);
+#   2. hand-written mutants mutmut cannot make: SQL (comparison operators, tie-break keys, the
+#      privacy threshold), the scrubber's patterns (module-level strings) and the caption
+#      fingerprint. Each is applied alone and its tests are run.
+# Prints `killed N of M` and every survivor. Not part of CI: it takes about an hour on 2 cores
+# (README, "Mutation testing"). A timeout counts as killed (the tests stopped a hang).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+PY="${PYTHON:-$ROOT/.venv/bin/python}"
+[ -x "$PY" ] || PY="$(command -v python3)"
+BIN="$(dirname "$PY")"
+JOBS="${JOBS:-2}"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/pinfeatures-mutation.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+git -C "$ROOT" archive HEAD | tar -x -C "$WORK"
+cd "$WORK"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=1 HYPOTHESIS_PROFILE=ci
+export PYTHONPATH="$WORK"
+
+MODULES=(
+    pinfeatures/build/scrub.py pinfeatures/build/text.py pinfeatures/build/validate.py pinfeatures/contracts.py
+    pinfeatures/build/tokens.py pinfeatures/build/assemble.py pinfeatures/evaluate/metrics.py
+    pinfeatures/caption/cache.py pinfeatures/buildfolder.py
+)
+TESTS=(
+    tests/build/test_scrub.py tests/build/test_text.py tests/build/test_validate.py tests/build/test_read.py
+    tests/test_contracts.py tests/build/test_tokens.py tests/build/test_assemble.py tests/evaluate/test_metrics.py
+    tests/caption/test_loop.py tests/test_buildfolder.py tests/test_properties.py
+)
+toml_list() { local out="" x; for x in "$@"; do out+="\"$x\", "; done; echo "[${out%, }]"; }
+cat >> pyproject.toml <<EOF
+
+[tool.mutmut]
+source_paths = ["pinfeatures/"]
+only_mutate = $(toml_list "${MODULES[@]}")
+also_copy = ["fixtures/", "sql/", "bench/", "docs/", "scripts/", "cli.py", "README.md", "architecture.md"]
+pytest_add_cli_args_test_selection = $(toml_list "${TESTS[@]}")
+pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x", "-m", "not slow", "--timeout=300"]
+# torch and tokenizers are not fork-safe once their threads run: fork workers from a clean server
+process_isolation = "forkserver"
+EOF
+
+echo "== mutmut over ${#MODULES[@]} modules (jobs: $JOBS)" >&2
+started=$(date +%s)
+timeout "${MUTATION_TIMEOUT:-5400}" "$BIN/mutmut" run --max-children "$JOBS" >"$WORK/mutmut.log" 2>&1 || echo "mutmut stopped: exit $? (see the counts below)" >&2
+"$BIN/mutmut" results --all true >"$WORK/mutmut-results.txt" 2>/dev/null || true
+
+# -- hand-written mutants: file | text | replacement | tests (pytest arguments) -------------------
+SQL_TESTS="tests/build/test_aggregate.py tests/build/test_queries_table.py tests/test_properties.py -k 'aggregate or queries or below_k or board or top'"
+cat > "$WORK/hand_mutants.txt" <<'EOF'
+sql/query_pairs.sql|ELSE p.engaged_events END) >= $min_users|ELSE p.engaged_events END) > $min_users|SQL
+sql/query_pairs.sql|p.engaged_events > 0|p.engaged_events >= 0|SQL
+sql/query_pairs.sql|coalesce(u.users, 0) ELSE p.engaged_events|p.events ELSE p.engaged_events|SQL
+sql/query_pairs.sql|WHERE n.query <> ''|WHERE true|SQL
+sql/query_pairs.sql|    WHERE engaged\n    GROUP BY query, pin_id|    GROUP BY query, pin_id|SQL
+sql/query_pairs.sql|ORDER BY events DESC, country ASC|ORDER BY events DESC, country DESC|SQL
+sql/top_queries.sql|ORDER BY score DESC, query ASC|ORDER BY score DESC, query DESC|SQL
+sql/top_queries.sql|ORDER BY score DESC, query ASC|ORDER BY score ASC, query ASC|SQL
+sql/top_queries.sql|WHERE kept|WHERE true|SQL
+sql/board_titles.sql|saves * 1000000000 - title_rank|saves * 1000000000 + title_rank|SQL
+sql/board_titles.sql|saves * 1000000000 - title_rank|title_rank|SQL
+sql/board_titles.sql|WHERE title <> ''|WHERE true|SQL
+sql/query_pins.sql|WHERE q.kept|WHERE true|SQL
+sql/queries.sql|ORDER BY score DESC, pin_id ASC|ORDER BY score DESC, pin_id DESC|SQL
+sql/queries.sql|    WHERE kept\n    GROUP BY query|    GROUP BY query|SQL
+sql/queries.sql|count(DISTINCT user_id) FILTER (WHERE engaged)|count(DISTINCT user_id)|SQL
+pinfeatures/build/scrub.py|(?:{_SEP}[0-9]){{8,}}|(?:{_SEP}[0-9]){{9,}}|tests/build/test_scrub.py
+pinfeatures/build/scrub.py|"phone_local": r"\b[0-9]{3}[.\-][0-9]{4}\b"|"phone_local": r"\b[0-9]{3}[.][0-9]{4}\b"|tests/build/test_scrub.py
+pinfeatures/build/scrub.py|(?:\.[0-9]{1,3}){3}\b|(?:\.[0-9]{1,3}){3} \b|tests/build/test_scrub.py
+pinfeatures/build/scrub.py|"email": r"[\w.+\-']+ ?@ ?|"email": r"[\w.+\-']+@ ?|tests/build/test_scrub.py
+pinfeatures/caption/backends.py|, "min_new_tokens": cfg.min_new_tokens}|}|tests/caption/test_backends.py -k 'fingerprint or coca'
+pinfeatures/caption/backends.py|"num_beams": cfg.num_beams, |"num_beams": 1, |tests/caption/test_backends.py -k 'fingerprint or coca'
+EOF
+hand_killed=0
+hand_total=0
+hand_survivors=()
+while IFS='|' read -r file old new tests; do
+    [ -n "$file" ] || continue
+    [ "$tests" = "SQL" ] && tests="$SQL_TESTS"
+    hand_total=$((hand_total + 1))
+    cp "$file" "$WORK/original"
+    if ! "$PY" - "$file" "$old" "$new" <<'PYEOF'
+import sys
+path, old, new = sys.argv[1], sys.argv[2].replace("\\n", "\n"), sys.argv[3].replace("\\n", "\n")
+text = open(path, encoding="utf-8").read()
+if text.count(old) != 1:
+    sys.exit(f"hand mutant no longer applies ({text.count(old)} matches): {path}: {old!r}")
+open(path, "w", encoding="utf-8").write(text.replace(old, new))
+PYEOF
+    then
+        hand_survivors+=("STALE $file: $old")
+        continue
+    fi
+    if eval timeout 900 "$PY" -m pytest -q -x -p no:cacheprovider "$tests" >/dev/null 2>&1; then
+        hand_survivors+=("$file: '$old' -> '$new'")
+    else
+        hand_killed=$((hand_killed + 1))
+    fi
+    cp "$WORK/original" "$file"
+done < "$WORK/hand_mutants.txt"
+
+# -- the score --------------------------------------------------------------------------------
+"$PY" - "$WORK/mutmut-results.txt" "$BIN/mutmut" "$hand_killed" "$hand_total" "$(( $(date +%s) - started ))" "${hand_survivors[@]+"${hand_survivors[@]}"}" <<'PYEOF'
+import collections, subprocess, sys
+results, mutmut, hand_killed, hand_total, seconds, *hand_survivors = sys.argv[1:]
+status = {}
+for line in open(results, encoding="utf-8"):
+    name, sep, st = line.strip().rpartition(": ")
+    if sep and name:
+        status[name] = st
+counts = collections.Counter(status.values())
+killed = counts["killed"] + counts["timeout"]
+checked = sum(n for s, n in counts.items() if s not in ("not checked", "skipped"))
+survivors = sorted(n for n, s in status.items() if s in ("survived", "no tests", "suspicious"))
+print(f"mutmut: {dict(sorted(counts.items()))}")
+print(f"mutmut: killed {killed} of {checked}" + (f" ({counts['not checked']} not checked: the run timed out)" if counts["not checked"] else ""))
+print(f"hand-written: killed {hand_killed} of {hand_total}")
+total_killed, total = killed + int(hand_killed), checked + int(hand_total)
+print(f"killed {total_killed} of {total} ({100 * total_killed / max(total, 1):.1f}%) in {int(seconds) // 60} min")
+print("survivors:")
+for name in survivors:
+    print(f"  {name} ({status[name]})")
+    diff = subprocess.run([mutmut, "show", name], capture_output=True, text=True).stdout
+    print("".join(f"      {line}\n" for line in diff.splitlines() if line.startswith(("+", "-")) and not line.startswith(("+++", "---"))), end="")
+for s in hand_survivors:
+    print(f"  {s}")
+PYEOF
+if [ -n "${KEEP_MUTANTS:-}" ]; then trap - EXIT; echo "work folder kept: $WORK" >&2; fi
