@@ -201,6 +201,7 @@ def test_no_query_below_k_distinct_users_reaches_the_aggregates(rows, k):
     assert set(agg.query_traffic.get_column("query")) == {q for q, _ in allowed}
 
 
+@pytest.mark.slow  # eight real builds: left out of the mutation runs (scripts/mutation.sh), not of the suite
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(rows=privacy_rows.filter(bool), k=st.integers(min_value=2, max_value=3))
 def test_no_query_below_k_reaches_any_build_output(tmp_path_factory, rows, k):
