@@ -23,6 +23,7 @@ from pinfeatures.build.tokens import ApproxCounter, truncate
 from pinfeatures.build.validate import validate_tables
 from pinfeatures.build.settings import BuildSettings
 from pinfeatures.contracts import ACTIONS, expand
+from pinfeatures.evaluate.metrics import spearman
 
 COUNTER = ApproxCounter()
 # Pieces that exercise every rule: markup, entities, controls and invisibles, personal data,
@@ -65,6 +66,20 @@ def test_polars_cleaning_equals_the_reference(values, cap):
     # text.py cleans whole columns in Rust; scrub.clean_text is the one-string reference of the same rules
     frame = pl.DataFrame({"title": values}, schema={"title": pl.Utf8})
     assert frame.select(clean_column("title", cap)).get_column("title").to_list() == [clean_text(v, cap) for v in values]
+
+
+@given(pairs=st.lists(st.tuples(st.integers(0, 4), st.integers(0, 3)), min_size=2, max_size=12))
+def test_spearman_equals_scipy_with_ties(pairs):
+    # few distinct values: ties on both sides, the average-rank case
+    from scipy.stats import spearmanr
+
+    x, y = [float(a) for a, _ in pairs], [float(b) for _, b in pairs]
+    got = spearman(x, y)
+    if len(set(x)) == 1 or len(set(y)) == 1:
+        assert got is None  # undefined: one side constant
+    else:
+        assert got == pytest.approx(float(spearmanr(x, y).statistic), abs=1e-12)
+    assert spearman(x, y[:-1]) is None  # lengths differ
 
 
 # -- token budgets ------------------------------------------------------------------------
