@@ -184,3 +184,8 @@ def cli_error(*args: Any) -> str:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("pinfeatures: error: "), result.stderr
     return lines[0]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite tests/golden/*.json from this run's outputs (tests/test_golden.py)")

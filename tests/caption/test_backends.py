@@ -102,8 +102,10 @@ def test_open_clip_coca_with_weights_file(coca):
         assert resolve_model(other).fingerprint != spec.fingerprint
     cap = load_captioner(spec, cfg)
     assert isinstance(cap, OpenClipCocaCaptioner) and cap.target_size == 32
-    # the tiny random CoCa's decoder prefers "!": six forced tokens each (min_new_tokens = 6)
-    assert cap.caption(IMAGES) == ["!!!!!!"] * 3
+    # the tiny random CoCa's logits are near-tied between punctuation tokens ("!" and "#"), so its exact
+    # characters move with the thread count: six forced punctuation tokens each (min_new_tokens = 6)
+    out = cap.caption(IMAGES)
+    assert [len(t) for t in out] == [6, 6, 6] and not any(ch.isalnum() for t in out for ch in t), out
     with pytest.raises(ModelError, match="caption-weights"):
         resolve_model(CaptionSettings(caption_model=f"open_clip:{arch}"))
     with pytest.raises(ModelError, match="not found"):
