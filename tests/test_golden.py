@@ -112,9 +112,9 @@ def test_pairs_golden(request, fixture_build, tmp_path):
     from pinfeatures.pairs.sample import run_pairs
     from pinfeatures.pairs.settings import PairsSettings
 
-    res = run_pairs(fixture_build, PairsSettings(sample=40, variants="ladder", seed=7), out=tmp_path / "pairs.parquet")
+    res = run_pairs(fixture_build, PairsSettings(sample=40, seed=7), out=tmp_path / "pairs.parquet")
     sample = res.manifest["sample"]
-    judged = run_pairs(fixture_build, PairsSettings(variants="ladder"), judgments=FIXTURES / "input" / "judgments.csv",
+    judged = run_pairs(fixture_build, PairsSettings(), judgments=FIXTURES / "input" / "judgments.csv",
                        out=tmp_path / "judged.parquet")
     check_golden(request, "pairs", {
         "sampled_pairs": sample["sampled_pairs"],
