@@ -93,7 +93,7 @@ def test_truncate_respects_budget_on_varied_text():
 
 @pytest.fixture(scope="module")
 def hf_tokenizer(tmp_path_factory):
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     corpus = [
@@ -103,7 +103,10 @@ def hf_tokenizer(tmp_path_factory):
     ]
     tok = Tokenizer(models.BPE(unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator(corpus * 20, trainers.BpeTrainer(vocab_size=200, special_tokens=["[UNK]", "[PAD]"]))
+    tok.train_from_iterator(corpus * 20, trainers.BpeTrainer(vocab_size=200, special_tokens=["[UNK]", "[PAD]", "[CLS]", "[SEP]"]))
+    # like BERT's, the tokenizer adds [CLS] ... [SEP] unless told not to: counts must leave them out
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
     folder = tmp_path_factory.mktemp("tok")
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]")
     fast.save_pretrained(str(folder))
@@ -118,6 +121,7 @@ def test_hf_counter_counts_like_the_tokenizer(hf_tokenizer):
     want = [len(tok.encode(t, add_special_tokens=False)) for t in texts]
     assert c.count_many(pl.Series(texts)).to_list() == want
     assert [c.count(t) for t in texts] == want
+    assert [len(c.spans(t)) for t in texts] == want and want != [len(tok.encode(t)) for t in texts]
     cut, was = truncate("chocolate cake recipe birthday garden", 3, c)
     assert was and c.count(cut) <= 3 and "chocolate cake recipe birthday garden".startswith(cut)
 
