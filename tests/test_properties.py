@@ -195,6 +195,16 @@ privacy_rows = st.lists(
 )
 
 
+def passing_pairs(rows: list[dict], k: int) -> set[tuple[str, str]]:
+    """The oracle: (normalised query, pin) pairs with >= k distinct users over engaged (non-impression) events."""
+    users: dict[tuple[str, str], set[str]] = {}
+    for r in rows:
+        q = normalize_phrase(r["query"])
+        if q and r["action"] != "impression":
+            users.setdefault((q, r["pin_id"]), set()).add(r["user_id"])
+    return {pair for pair, us in users.items() if len(us) >= k}
+
+
 @settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow])
 @given(rows=privacy_rows, k=st.integers(min_value=1, max_value=4))
 def test_no_query_below_k_distinct_users_reaches_the_aggregates(rows, k):
@@ -202,13 +212,7 @@ def test_no_query_below_k_distinct_users_reaches_the_aggregates(rows, k):
     tables = small_tables()
     agg = aggregate(tables["saves"], tables["boards"], eng, action_weights=BuildSettings().action_weights,
                     query_min_users=k, query_top_k=3, threads=1)
-    # the oracle: distinct users per (normalised query, pin) over engaged (non-impression) events
-    users: dict[tuple[str, str], set[str]] = {}
-    for r in rows:
-        q = normalize_phrase(r["query"])
-        if q and r["action"] != "impression":
-            users.setdefault((q, r["pin_id"]), set()).add(r["user_id"])
-    allowed = {pair for pair, us in users.items() if len(us) >= k}
+    allowed = passing_pairs(rows, k)
     assert set(agg.query_pins.select("query", "pin_id").iter_rows()) == allowed
     for pin_id, qs in agg.pin_queries.select("pin_id", "queries").iter_rows():
         assert {(q, pin_id) for q in qs} <= allowed
@@ -226,12 +230,7 @@ def test_no_query_below_k_reaches_any_build_output(tmp_path_factory, rows, k):
     eng = pl.DataFrame(rows, schema={"query": pl.Utf8, "pin_id": pl.Utf8, "action": pl.Utf8, "user_id": pl.Utf8})
     write_inputs(folder / "in", {**small_tables(), "engagements": eng})
     build(folder / "out", input=str(folder / "in"), min_users=k, variants="all")
-    users: dict[tuple[str, str], set[str]] = {}
-    for r in rows:
-        q = normalize_phrase(r["query"])
-        if q and r["action"] != "impression":
-            users.setdefault((q, r["pin_id"]), set()).add(r["user_id"])
-    allowed = {pair for pair, us in users.items() if len(us) >= k}
+    allowed = passing_pairs(rows, k)
     out = folder / "out"
     features = pl.read_parquet(out / "features.parquet")
     for pin_id, qs in features.select("pin_id", "queries").iter_rows():
