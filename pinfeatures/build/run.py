@@ -224,7 +224,7 @@ def attach_captions(
             from pinfeatures.caption.loop import caption_pins
 
         todo = result.filter(pl.col("caption_status") != "precomputed").select("pin_id", "image")
-        captioned, model_stats = caption_pins(todo, cfg.caption, images_root=root, cache_dir=Path(cfg.caption.cache), quiet=cfg.quiet)
+        captioned, model_stats = caption_pins(todo, cfg.caption, images_root=root, cache_dir=cfg.caption.cache, quiet=cfg.quiet)
         stats.update(model_stats)
         stats["pins"] = pins.height
         captioned = captioned.select("pin_id", pl.col("caption").alias("_c"), pl.col("caption_status").alias("_s"), pl.col("image_sha256").alias("_h"))

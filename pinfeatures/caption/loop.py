@@ -11,8 +11,14 @@ How a run goes:
     unique image refs ─► read_images (threads: local reads + bounded HTTP) ─► sha256
         ─► cache lookup by (sha256, fingerprint), chunk by chunk; each sha seen once
         ─► misses: decode in a thread pool (EXIF, RGB, JPEG draft at the model's size)
-        ─► bounded queue ─► main thread: batches of `batch_size` -> model.generate
-        ─► one SQLite transaction per batch (so a kill loses at most the batch in flight)
+        ─► bounded queue ─► main thread: batches of `batch_size` -> claim (lease) -> model.generate
+        ─► one cache part per batch (so a kill loses at most the batch in flight)
+
+URLs go through the cache's fetch records first: a URL fetched before is not fetched again
+(its sha256 is known; its bytes come from the cache's blobs when the caption is still
+missing). Workers sharing a cache claim each image before captioning it; an image another
+worker holds is set aside and taken from that worker's part when it lands (or captioned here
+once the other's lease expires), so no image is captioned twice in one run.
 
 The reading/decoding thread runs ahead of the model (the queue is the prefetch), so the
 GPU does not wait on I/O. Pins that share an image (repins) share its caption: the
@@ -57,6 +63,10 @@ from pinfeatures.errors import InputError, ModelError
 OUTPUT_SCHEMA = {"pin_id": pl.Utf8, "caption": pl.Utf8, "caption_status": pl.Utf8, "image_sha256": pl.Utf8}
 IMAGE_FAILURES = ("unreadable", "too_large")  # decode failures, keyed by sha256 and cached
 _LOOKUP_CHUNK = 256
+_DEFER_POLL_S = 0.2
+CACHED_FETCH_STATUSES = ("ok", "fetch_failed")
+"""URL fetch results the cache keeps. The others depend on this run's settings (blocked_address,
+too_large) or need no request (bad_url), so they are decided anew each run."""
 
 
 @dataclass
@@ -74,6 +84,9 @@ class _RunState:
     ref_status: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # ref -> (status, sha)
     sha_result: dict[str, tuple[str | None, str]] = field(default_factory=dict)  # sha -> (raw caption, status)
     clip_scores: dict[str, float] = field(default_factory=dict)
+    deferred: list[_Work] = field(default_factory=list)
+    """Images another worker was captioning when this one reached them."""
+    started: float = field(default_factory=time.time)
     cache_hits: int = 0
     captioned: int = 0
     model_errors: int = 0
@@ -92,7 +105,7 @@ def caption_pins(
     cfg: CaptionSettings,
     *,
     images_root: Path | None,
-    cache_dir: Path,
+    cache_dir: str | Path,
     quiet: bool = False,
     captioner: Captioner | None = None,
 ) -> tuple[pl.DataFrame, dict]:
@@ -116,7 +129,7 @@ def caption_pins(
 
     device = captioner.device if captioner is not None else resolve_device(cfg.device)
     dtype = captioner.dtype if captioner is not None else resolve_dtype(cfg.dtype, device)
-    cache = CaptionCache(cache_dir)
+    cache = CaptionCache(cache_dir, lease_s=cfg.cache_lease_s, blob_max_bytes=cfg.fetch_cache_max_bytes)
     try:
         spec = resolve_model(cfg, file_hash=cache.file_sha256)
         cache.remember_fingerprint(spec.fingerprint, json.dumps(spec.identity, sort_keys=True, default=str))
@@ -228,7 +241,7 @@ _DONE = object()
 
 def _run(refs, cfg, spec: ModelSpec, images_root, cache: CaptionCache, state: _RunState,
          captioner: Captioner | None, device: str, dtype: str, clip: ClipChecker | None, quiet: bool) -> None:
-    from pinfeatures.caption.images import ImageSettings, decode_image, read_images
+    from pinfeatures.caption.images import ImageSettings, decode_image
 
     settings = ImageSettings.from_caption_config(cfg)
     unique_refs = [r for r in dict.fromkeys(refs) if r is not None]
@@ -294,7 +307,9 @@ def _run(refs, cfg, spec: ModelSpec, images_root, cache: CaptionCache, state: _R
             workers = max(1, cfg.fetch_concurrency)
             # in-order results: a wider window keeps the model fed while one slow URL is retried
             window = max(2 * workers, 2 * cfg.batch_size)
-            for fetched in read_images(unique_refs, images_root, settings, workers=workers, max_in_flight=window):
+            fetches = _read_through_cache(unique_refs, images_root, settings, cache, spec.fingerprint,
+                                          clip.fingerprint if clip else None, cfg.retry_failed, workers, window)
+            for fetched in fetches:
                 if stop.is_set():
                     return
                 state.ref_status[fetched.ref] = (fetched.status, fetched.sha256)
@@ -334,6 +349,12 @@ def _run(refs, cfg, spec: ModelSpec, images_root, cache: CaptionCache, state: _R
                 batch, pending = pending[: state.batch_size], pending[state.batch_size:]
                 _process_batch(batch, holder["captioner"], spec, cache, state, clip, cfg)
                 progress.update(len(batch), state)
+        while state.deferred:  # images other workers were captioning: their parts, or ours once their leases lapse
+            waiting = len(state.deferred)
+            batch, state.deferred = state.deferred[: state.batch_size], state.deferred[state.batch_size:]
+            _process_batch(batch, holder["captioner"], spec, cache, state, clip, cfg)
+            if len(state.deferred) >= waiting:  # nothing settled this round: give the others time
+                time.sleep(_DEFER_POLL_S)
     finally:
         stop.set()
         sized.set()
@@ -366,6 +387,9 @@ def _process_batch(batch: list[_Work], captioner: Captioner | None, spec: ModelS
         else:
             state.sha_result[w.sha] = (w.cached_caption, "ok")
             scored.append((w.sha, img, w.cached_caption))
+    claimed: set[str] = set()
+    if to_caption:
+        to_caption, claimed = _claim(to_caption, batch, spec, cache, state, cfg, scored)
     if to_caption:
         t = time.perf_counter()
         results = _caption_resilient(captioner, [img for _, img in to_caption], state)
@@ -381,6 +405,7 @@ def _process_batch(batch: list[_Work], captioner: Captioner | None, spec: ModelS
                 state.model_errors += 1
                 rows.append((sha, spec.fingerprint, None, "error", spec.name, err))
     cache.put_many(rows)
+    cache.release(claimed, spec.fingerprint)  # after the part has landed: others now find the rows
     if clip is not None and scored:
         keep = [(sha, img, clean_caption(text)[0]) for sha, img, text in scored]
         keep = [(sha, img, text) for sha, img, text in keep if text is not None]
@@ -389,6 +414,78 @@ def _process_batch(batch: list[_Work], captioner: Captioner | None, spec: ModelS
             for (sha, _, _), s in zip(keep, scores):
                 state.clip_scores[sha] = float(s)
             cache.put_clip_scores([(sha, spec.fingerprint, clip.fingerprint, float(s)) for (sha, _, _), s in zip(keep, scores)])
+
+
+def _claim(to_caption: list[tuple[str, Any]], batch: list[_Work], spec: ModelSpec, cache: CaptionCache,
+           state: _RunState, cfg, scored: list) -> tuple[list[tuple[str, Any]], set[str]]:
+    """The images of `to_caption` this worker now holds a lease on and must caption, and the leases.
+
+    Claim first, then look again: a worker writes its part before releasing its leases, so an
+    image whose result landed meanwhile is found here (a hit, lease dropped); one another live
+    worker holds goes to state.deferred.
+    """
+    shas = [sha for sha, _ in to_caption]
+    claimed = cache.claim(shas, spec.fingerprint)
+    landed = cache.get_many(shas, spec.fingerprint)
+    work = {w.sha: w for w in batch}
+    mine: list[tuple[str, Any]] = []
+    for sha, img in to_caption:
+        row = landed.get(sha)
+        if row is not None and (row.status == "ok" or not cfg.retry_failed or row.created_at >= state.started):
+            state.sha_result[sha] = (row.caption, row.status)
+            state.hit()
+            if row.status == "ok":
+                scored.append((sha, img, row.caption))
+        elif sha in claimed:
+            mine.append((sha, img))
+        else:
+            state.deferred.append(work[sha])
+    kept = {sha for sha, _ in mine}
+    cache.release(claimed - kept, spec.fingerprint)
+    return mine, kept
+
+
+def _read_through_cache(refs: list[str], images_root, settings, cache: CaptionCache, fingerprint: str,
+                        clip_fp: str | None, retry_failed: bool, workers: int, window: int):
+    """read_images with the cache's URL fetch records in front (see the module docstring).
+
+    A URL with a usable record is not fetched: when its image's caption (and CLIP score, with the
+    check on) is cached, it yields the sha256 without bytes; otherwise the bytes come from the
+    blob store, or a fetch when they were trimmed. New fetch results are recorded a chunk at a time.
+    """
+    from pinfeatures.caption.images import FetchedImage, is_url, read_images
+
+    urls = [r for r in refs if is_url(r)]
+    known = {u: f for u, f in (cache.get_fetches(urls) if urls else {}).items()
+             if (f.status == "ok" or not retry_failed) and (settings.allow_private_addresses or not f.allow_private)}
+    shas = [f.sha256 for f in known.values() if f.status == "ok"]
+    have = {sha for sha, row in cache.get_many(shas, fingerprint).items() if row.status == "ok" or not retry_failed}
+    if clip_fp is not None:
+        have &= set(cache.get_clip_scores(list(have), fingerprint, clip_fp))
+    to_read = []
+    for ref in refs:
+        rec = known.get(ref)
+        if rec is None:
+            to_read.append(ref)
+        elif rec.status != "ok":
+            yield FetchedImage(ref, rec.status, None, None, rec.detail)
+        elif rec.sha256 in have:
+            yield FetchedImage(ref, "ok", None, rec.sha256)
+        elif (data := cache.get_blob(rec.sha256)) is not None:
+            yield FetchedImage(ref, "ok", data, rec.sha256)
+        else:
+            to_read.append(ref)
+    new: list[tuple] = []
+    for fetched in read_images(to_read, images_root, settings, workers=workers, max_in_flight=window):
+        if is_url(fetched.ref) and fetched.status in CACHED_FETCH_STATUSES:
+            if fetched.status == "ok":
+                cache.put_blob(fetched.sha256, fetched.data)  # bytes before the record that points at them
+            new.append((fetched.ref, fetched.status, fetched.sha256, fetched.detail, settings.allow_private_addresses))
+            if len(new) >= _LOOKUP_CHUNK:
+                cache.put_fetches(new)
+                new = []
+        yield fetched
+    cache.put_fetches(new)
 
 
 def _is_oom(exc: BaseException) -> bool:

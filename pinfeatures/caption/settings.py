@@ -30,8 +30,14 @@ class CaptionSettings(Settings):
     """Local folder, hub id, `open_clip:ARCH`, or `demo`. None: no captions (status `skipped`)."""
     caption_weights: str | None = setting(None, path=True)
     """Weights file for `open_clip:ARCH`."""
-    cache: str = setting(factory=default_cache_dir, path=True)
-    """The caption cache folder (keyed by image sha256 and model fingerprint)."""
+    cache: str = setting(factory=default_cache_dir)
+    """The caption and fetch cache: a folder, or an fsspec URL (`s3://bucket/cache`) many workers share
+    (keyed by image sha256 and model fingerprint; URLs by URL). A local path is recorded absolute."""
+    cache_lease_s: float = setting(600.0, min=1.0, max=86_400.0)
+    """How long a worker's claim on an image it is captioning holds before another worker may take it
+    over (a dead worker on the same host is taken over at once)."""
+    fetch_cache_max_bytes: int = setting(2 * 1024**3, min=0, max=2**50)
+    """Most bytes of fetched URL images the cache keeps (oldest trimmed first); 0 keeps none."""
     out: str = setting("out/captions", path=True)
     """`pinfeatures caption` only: the folder captions.parquet is written to."""
     revision: str | None = None
@@ -76,6 +82,8 @@ class CaptionSettings(Settings):
         return ("torch", "transformers", "safetensors") + (("open_clip",) if open_clip else ())
 
     def check(self) -> None:
+        if "://" not in self.cache:  # an fsspec URL is kept as given
+            object.__setattr__(self, "cache", absolute_path(self.cache))
         model = self.caption_model
         if model is not None:
             if not model.strip():

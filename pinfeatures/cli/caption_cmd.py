@@ -67,7 +67,7 @@ def caption(**params: Any) -> None:
     frame, stats = caption_pins(
         pins.select("pin_id", "image"), cfg.caption,
         images_root=Path(cfg.images_root) if cfg.images_root else None,
-        cache_dir=Path(cfg.caption.cache), quiet=cfg.quiet,
+        cache_dir=cfg.caption.cache, quiet=cfg.quiet,
     )
     frame = frame.with_columns(pins["image"].alias("image"))
     out_dir = Path(cfg.caption.out)

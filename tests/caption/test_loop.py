@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import polars as pl
@@ -296,8 +297,8 @@ def test_degenerate_captions_and_clip_check(tmp_path, images):
     assert (s_keep["cache_hits"], s_keep["captioned"]) == (4, 0)
     assert s_keep["clip_check"]["flagged"] == 4 and s_keep["clip_check"]["dropped"] == 0
     with CaptionCache(tmp_path / "c2") as cache:
-        scores = cache._db.execute("SELECT score FROM clip_scores").fetchall()
-    assert len(scores) == 4 and all(-1.0 <= s <= 1.0 for (s,) in scores)  # cosine similarities, stored
+        scores = [row[3] for row in cache.clip_score_rows()]
+    assert len(scores) == 4 and all(-1.0 <= s <= 1.0 for s in scores)  # cosine similarities, stored
     assert flagged["caption_status"].to_list() == ["ok"] * 4  # flagged but kept
     dropped, s_drop = caption_pins(pins_frame(refs), CaptionSettings(**base, clip_min_score=1.0, drop_flagged=True),
                                    images_root=images, cache_dir=tmp_path / "c2", quiet=True)
@@ -313,7 +314,7 @@ def test_degenerate_captions_and_clip_check(tmp_path, images):
                               images_root=images, cache_dir=tmp_path / "c2", quiet=True)
     assert (s_other["cache_hits"], s_other["captioned"], s_other["clip_check"]["flagged"]) == (4, 0, 4)
     with CaptionCache(tmp_path / "c2") as cache:
-        by_clip = dict(cache._db.execute("SELECT clip_fp, count(*) FROM clip_scores GROUP BY clip_fp").fetchall())
+        by_clip = Counter(row[2] for row in cache.clip_score_rows())
     assert sorted(by_clip.values()) == [4, 4]  # 4 images under each of the two CLIP models
 
 

@@ -88,7 +88,7 @@ def test_kill_and_resume_recomputes_nothing_cached(inputs, tmp_path):
         deadline = time.time() + 90
         cached = 0
         while time.time() < deadline and proc.poll() is None:
-            if (cache_dir / "captions.sqlite").exists():
+            if (cache_dir / "captions").exists():
                 with CaptionCache(cache_dir) as cache:
                     cached = cache.count(fp)
                 if cached >= 3 * BATCH:
@@ -103,7 +103,7 @@ def test_kill_and_resume_recomputes_nothing_cached(inputs, tmp_path):
     with CaptionCache(cache_dir) as cache:
         before = {sha: (c, t) for sha, c, _, t in cache.all_rows(fp)}
     assert 3 * BATCH <= len(before) < N_IMAGES
-    assert len(before) % BATCH == 0  # whole batches only: one transaction each
+    assert len(before) % BATCH == 0  # whole batches only: one part each
 
     # resume in-process with a counting wrapper around the same model
     cap = load_captioner(resolve_model(cfg), cfg)
@@ -147,7 +147,6 @@ def test_two_concurrent_runs_share_one_cache(inputs, tmp_path):
     assert all(x["cache_hits"] + x["captioned"] == N_IMAGES for x in m)
     with CaptionCache(cache_dir) as cache:
         assert cache.count(m[0]["fingerprint"]) == N_IMAGES
-        assert cache._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     # a third run is all hits
     pins = pl.read_parquet(inp / "pins.parquet").select("pin_id", "image")
     out, stats = caption_pins(pins, CaptionSettings(caption_model="demo"), images_root=root, cache_dir=cache_dir, quiet=True)
