@@ -277,7 +277,6 @@ class CaptionCache:
     def __init__(self, location: str | Path, *, lease_s: float = DEFAULT_LEASE_S,
                  blob_max_bytes: int = DEFAULT_BLOB_MAX_BYTES):
         self.store = _Store(location)
-        self.dir = self.store.root
         self.lease_s = lease_s
         self.blob_max_bytes = blob_max_bytes
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"

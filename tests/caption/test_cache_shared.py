@@ -1,0 +1,334 @@
+"""The shared caption and fetch cache: concurrent workers, rebuilds over HTTP, leases, the old format."""
+
+from __future__ import annotations
+
+import http.server
+import io
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from collections import Counter
+from pathlib import Path
+
+import polars as pl
+import pytest
+from PIL import Image
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+ROOT = Path(__file__).resolve().parents[2]
+
+from pinfeatures.caption.cache import CaptionCache, compact
+from pinfeatures.caption.loop import caption_pins
+from pinfeatures.caption.settings import CaptionSettings
+from pinfeatures.errors import ConfigError
+from tests.conftest import small_tables, write_inputs
+
+N_IMAGES = 16
+FP = "f" * 64
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+            "no_proxy": "127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhost"}
+
+
+def _png(i: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 40), (i * 8 % 256, 255 - i * 8 % 256, (i * 37) % 256)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+# -- two workers on one cache ---------------------------------------------------------------
+
+WORKER = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    import polars as pl
+    from pinfeatures.caption.loop import caption_pins
+    from pinfeatures.caption.backends import load_captioner, resolve_model
+    from pinfeatures.caption.settings import CaptionSettings
+
+    class Counting:  # the real demo model, slowed so the two workers overlap, counting images it sees
+        def __init__(self, inner):
+            self.inner, self.device, self.dtype, self.target_size = inner, inner.device, inner.dtype, inner.target_size
+            self.seen = []
+        def caption(self, images):
+            time.sleep(0.2)
+            out = self.inner.caption(images)
+            self.seen.append(len(images))
+            return out
+
+    cfg = CaptionSettings(caption_model="demo", max_new_tokens=6, batch_size=2)
+    cap = Counting(load_captioner(resolve_model(cfg), cfg))
+    pins = pl.read_parquet(sys.argv[1]).select("pin_id", "image")
+    print("ready", flush=True)
+    sys.stdin.readline()  # both workers start together
+    out, stats = caption_pins(pins, cfg, images_root=Path(sys.argv[2]), cache_dir=sys.argv[3], quiet=True, captioner=cap)
+    out.write_parquet(sys.argv[4])
+    print(json.dumps({"model_images": sum(cap.seen), "hits": stats["cache_hits"], "captioned": stats["captioned"]}), flush=True)
+    """
+)
+
+
+def test_two_concurrent_workers_never_caption_one_image_twice(tmp_path):
+    root = tmp_path / "images"
+    root.mkdir()
+    for i in range(N_IMAGES):
+        (root / f"{i}.png").write_bytes(_png(i))
+    pins = tmp_path / "pins.parquet"
+    pl.DataFrame({"pin_id": [str(i) for i in range(N_IMAGES)], "image": [f"{i}.png" for i in range(N_IMAGES)]}).write_parquet(pins)
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    cache = tmp_path / "cache"
+    procs = [subprocess.Popen([sys.executable, str(script), str(pins), str(root), str(cache), str(tmp_path / f"out{k}.parquet")],
+                              env=_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for k in range(2)]
+    try:
+        for p in procs:
+            assert p.stdout.readline().strip() == "ready", p.stderr.read()[-2000:]
+        for p in procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        results = []
+        for p in procs:
+            out, err = p.communicate(timeout=180)
+            assert p.returncode == 0, err[-2000:]
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    # every image went through the model exactly once, across both workers
+    assert sum(r["model_images"] for r in results) == N_IMAGES
+    assert all(r["hits"] + r["captioned"] == N_IMAGES for r in results)
+    a, b = (pl.read_parquet(tmp_path / f"out{k}.parquet") for k in range(2))
+    assert a.equals(b) and a["caption_status"].to_list() == ["ok"] * N_IMAGES
+    # one row per image in the parts (no image written twice), and no lease left behind
+    fp_rows = pl.read_parquet(cache / "captions" / "*.parquet")
+    assert fp_rows.height == N_IMAGES and fp_rows["sha256"].n_unique() == N_IMAGES
+    assert [p for p in (cache / "leases").rglob("*") if p.is_file()] == []
+
+
+# -- a rebuild over HTTP: nothing fetched, nothing captioned ------------------------------------
+
+
+class _Counting(http.server.BaseHTTPRequestHandler):
+    requests: Counter = Counter()
+    images: dict[str, bytes] = {}
+
+    def do_GET(self):
+        type(self).requests[self.path] += 1
+        body = self.images.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def image_server():
+    _Counting.requests = Counter()
+    _Counting.images = {f"/{i}.png": _png(i) for i in range(4)}
+    _Counting.images["/copy.png"] = _png(0)  # same bytes as /0.png under another URL
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Counting)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+    srv.server_close()
+
+
+def _build(inp: Path, out: Path, cache: Path, config: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), "build", "--input", str(inp), "--out", str(out),
+                           "--caption-model", "demo", "--cache", str(cache), "--config", str(config), "--quiet"],
+                          env=_env(), capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_rebuild_fetches_and_captions_nothing_cached(tmp_path, image_server):
+    tables = small_tables()
+    urls = [f"{image_server}/0.png", f"{image_server}/1.png", f"{image_server}/missing.png", f"{image_server}/copy.png"]
+    tables["pins"] = tables["pins"].with_columns(pl.Series("image", urls))
+    inp = write_inputs(tmp_path / "in", tables)
+    config = tmp_path / "c.toml"
+    config.write_text("[caption]\nallow_private_addresses = true\nmax_new_tokens = 6\nfetch_retries = 0\n")
+    cache = tmp_path / "cache"
+    r1 = _build(inp, tmp_path / "out1", cache, config)
+    assert r1.returncode == 0, r1.stderr[-2000:]
+    assert dict(_Counting.requests) == {"/0.png": 1, "/1.png": 1, "/missing.png": 1, "/copy.png": 1}
+    m1 = json.loads((tmp_path / "out1" / "manifest.json").read_text())
+    assert (m1["caption"]["captioned"], m1["caption"]["status_counts"]) == (2, {"fetch_failed": 1, "ok": 3})
+
+    _Counting.requests.clear()
+    r2 = _build(inp, tmp_path / "out2", cache, config)
+    assert r2.returncode == 0, r2.stderr[-2000:]
+    assert sum(_Counting.requests.values()) == 0  # the fetch records say what each URL gave
+    m2 = json.loads((tmp_path / "out2" / "manifest.json").read_text())
+    assert (m2["caption"]["captioned"], m2["caption"]["cache_hits"]) == (0, 2)
+    f1, f2 = (pl.read_parquet(tmp_path / d / "features.parquet").select("pin_id", "caption", "caption_status", "image_sha256")
+              for d in ("out1", "out2"))
+    assert f1.equals(f2)
+
+    # other generation settings: captioned anew, but the bytes come from the cache's blobs
+    config.write_text("[caption]\nallow_private_addresses = true\nmax_new_tokens = 4\nfetch_retries = 0\n")
+    r3 = _build(inp, tmp_path / "out3", cache, config)
+    assert r3.returncode == 0, r3.stderr[-2000:]
+    assert sum(_Counting.requests.values()) == 0
+    m3 = json.loads((tmp_path / "out3" / "manifest.json").read_text())
+    assert m3["caption"]["fingerprint"] != m1["caption"]["fingerprint"] and m3["caption"]["captioned"] == 2
+
+    # a record fetched with private addresses allowed is not reused when they are refused
+    config.write_text("[caption]\nmax_new_tokens = 6\n")
+    r4 = _build(inp, tmp_path / "out4", cache, config)
+    assert r4.returncode == 0, r4.stderr[-2000:]
+    m4 = json.loads((tmp_path / "out4" / "manifest.json").read_text())
+    assert m4["caption"]["status_counts"] == {"blocked_address": 4}
+    assert sum(_Counting.requests.values()) == 0
+
+
+def test_retry_failed_fetches_a_failed_url_again(tmp_path, image_server):
+    refs = [f"{image_server}/0.png", f"{image_server}/late.png"]
+    pins = pl.DataFrame({"pin_id": ["a", "b"], "image": refs})
+    cfg = CaptionSettings(caption_model="demo", max_new_tokens=6, allow_private_addresses=True, fetch_retries=0)
+    out, _ = caption_pins(pins, cfg, images_root=None, cache_dir=tmp_path / "c", quiet=True)
+    assert out["caption_status"].to_list() == ["ok", "fetch_failed"]
+    _Counting.images["/late.png"] = _png(3)  # the server has it now
+    out, _ = caption_pins(pins, cfg, images_root=None, cache_dir=tmp_path / "c", quiet=True)
+    assert out["caption_status"].to_list() == ["ok", "fetch_failed"]  # the cached failure
+    assert _Counting.requests["/late.png"] == 1
+    retry = CaptionSettings(**{**cfg.to_dict(), "retry_failed": True})
+    out, stats = caption_pins(pins, retry, images_root=None, cache_dir=tmp_path / "c", quiet=True)
+    assert out["caption_status"].to_list() == ["ok", "ok"] and stats["captioned"] == 1
+    assert dict(_Counting.requests) == {"/0.png": 1, "/late.png": 2}
+
+
+# -- leases ------------------------------------------------------------------------------------
+
+
+def test_a_lease_blocks_others_until_released_or_expired(tmp_path):
+    a = CaptionCache(tmp_path / "c", lease_s=600)
+    b = CaptionCache(tmp_path / "c", lease_s=600)
+    assert a.claim(["s1", "s2"], FP) == {"s1", "s2"}
+    assert b.claim(["s1", "s2", "s3"], FP) == {"s3"}  # a is alive: its leases hold
+    a.release(["s1"], FP)
+    assert b.claim(["s1", "s2"], FP) == {"s1"}
+    b.release(["s2"], FP)  # not b's lease: left alone
+    assert b.claim(["s2"], FP) == set()
+    # an expired lease is taken over, even from a live owner
+    short = CaptionCache(tmp_path / "c", lease_s=1)
+    lease = tmp_path / "c" / "leases" / FP[:16] / "s9"
+    assert short.claim(["s9"], FP) == {"s9"}
+    held = json.loads(lease.read_text())
+    lease.write_text(json.dumps({**held, "expires": held["expires"] - 10}))
+    assert b.claim(["s9"], FP) == {"s9"}
+    assert json.loads(lease.read_text())["owner"] == b.owner
+    # a half-written lease (owner killed between create and write) is stale
+    lease.write_text("{")
+    assert a.claim(["s9"], FP) == {"s9"}
+
+
+def test_a_dead_workers_lease_is_taken_over_at_once(tmp_path):
+    code = ("import sys; from pinfeatures.caption.cache import CaptionCache; "
+            f"print(CaptionCache(sys.argv[1], lease_s=600).claim(['s1'], '{FP}'))")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "c")], env=_env(), capture_output=True, text=True, timeout=60, check=True)
+    assert r.stdout.strip() == "{'s1'}"  # exited without releasing (no close): a dead owner on this host
+    assert CaptionCache(tmp_path / "c").claim(["s1"], FP) == {"s1"}
+
+
+# -- parts, blobs, compaction, old format, URLs --------------------------------------------------
+
+
+def test_parts_are_visible_to_other_handles_and_compact_merges_them(tmp_path):
+    a = CaptionCache(tmp_path / "c")
+    b = CaptionCache(tmp_path / "c")
+    a.put_many([("s1", FP, "one", "ok", "m", None)])
+    a.put_many([("s2", FP, None, "unreadable", "m", "bad bytes")])
+    b.put_many([("s1", FP, "one", "ok", "m", None)])  # the same image from another worker: harmless
+    assert set(b.get_many(["s1", "s2", "s3"], FP)) == {"s1", "s2"}  # b re-reads the parts a wrote
+    assert len(list((tmp_path / "c" / "captions").glob("*.parquet"))) == 3
+    before = [r[:3] for r in a.all_rows(FP)]
+    assert compact(tmp_path / "c")["captions"] == 3
+    assert len(list((tmp_path / "c" / "captions").glob("*.parquet"))) == 1
+    assert [r[:3] for r in CaptionCache(tmp_path / "c").all_rows(FP)] == before == [("s1", "one", "ok"), ("s2", None, "unreadable")]
+    a.put_many([("s3", FP, "three", "ok", "m", None)])  # a handle that read the merged-away parts goes on
+    assert [r[0] for r in b.all_rows(FP)] == ["s1", "s2", "s3"]
+
+
+def test_a_damaged_part_is_a_config_error(tmp_path):
+    (tmp_path / "c" / "captions").mkdir(parents=True)
+    (tmp_path / "c" / "captions" / "0001-x.parquet").write_bytes(b"not parquet")
+    with pytest.raises(ConfigError, match="not a usable caption cache"):
+        CaptionCache(tmp_path / "c")
+
+
+def test_blobs_are_checked_and_trimmed_oldest_first(tmp_path):
+    import hashlib
+
+    cache = CaptionCache(tmp_path / "c", blob_max_bytes=250)
+    blobs = [bytes([i]) * 100 for i in range(3)]
+    shas = [hashlib.sha256(b).hexdigest() for b in blobs]
+    for i, (sha, data) in enumerate(zip(shas, blobs)):
+        cache.put_blob(sha, data)
+        os.utime(tmp_path / "c" / "blobs" / sha[:2] / sha, (1000 + i, 1000 + i))
+    assert cache.trim_blobs() == 1  # 300 bytes > 250: the oldest goes
+    assert [cache.get_blob(s) for s in shas] == [None, blobs[1], blobs[2]]
+    (tmp_path / "c" / "blobs" / shas[1][:2] / shas[1]).write_bytes(b"damaged")
+    assert cache.get_blob(shas[1]) is None  # bytes that no longer match their name are not used
+    cache.put_blob("0" * 64, b"x" * 1000)  # larger than the whole bound: not kept
+    assert cache.get_blob("0" * 64) is None
+
+
+def test_old_sqlite_cache_is_migrated(tmp_path):
+    folder = tmp_path / "c"
+    folder.mkdir()
+    db = sqlite3.connect(folder / "captions.sqlite")
+    db.executescript(
+        "CREATE TABLE captions (sha256 TEXT, fingerprint TEXT, caption TEXT, status TEXT, model TEXT, detail TEXT, created_at REAL);"
+        "CREATE TABLE clip_scores (sha256 TEXT, fingerprint TEXT, clip_fp TEXT, score REAL);"
+        "CREATE TABLE fingerprints (fingerprint TEXT, settings TEXT, created_at REAL);"
+        "CREATE TABLE file_hashes (path TEXT, size INTEGER, mtime_ns INTEGER, sha256 TEXT);"
+        f"INSERT INTO captions VALUES ('s1', '{FP}', 'a cat', 'ok', 'demo', NULL, 5.0);"
+        f"INSERT INTO clip_scores VALUES ('s1', '{FP}', 'clip', 0.25);"
+    )
+    db.commit()
+    db.close()
+    cache = CaptionCache(folder)
+    assert cache.all_rows(FP) == [("s1", "a cat", "ok", 5.0)]
+    assert cache.clip_score_rows() == [("s1", FP, "clip", 0.25)]
+    assert not (folder / "captions.sqlite").exists() and (folder / "captions.sqlite.migrated").exists()
+    assert CaptionCache(folder).count() == 1  # migrated once
+
+
+def test_cache_given_as_an_fsspec_url(tmp_path):
+    pytest.importorskip("fsspec")
+    url = "memory://pinfeatures-test-cache"
+    a = CaptionCache(url)
+    a.put_many([("s1", FP, "one", "ok", "m", None)])
+    b = CaptionCache(url)
+    assert b.get_many(["s1"], FP)["s1"].caption == "one"
+    assert a.claim(["s1"], FP) == {"s1"} and b.claim(["s1"], FP) == set()
+    a.put_blob("ab" * 32, b"x")
+    assert b.get_blob("ab" * 32) is None  # checked against its sha256: b"x" is not that
+    with pytest.raises(ConfigError, match="cache"):
+        CaptionCache("nosuchscheme-xyz://bucket/cache")
+    # a local path and a file:// URL are the same cache
+    CaptionCache(tmp_path / "c").put_many([("s2", FP, "two", "ok", "m", None)])
+    assert CaptionCache(f"file://{tmp_path / 'c'}").get_many(["s2"], FP)["s2"].caption == "two"
+
+
+def test_cache_setting_keeps_urls_and_makes_paths_absolute():
+    assert CaptionSettings(cache="s3://bucket/cache").cache == "s3://bucket/cache"
+    assert CaptionSettings(cache="rel/cache").cache == os.path.abspath("rel/cache")
+    with pytest.raises(ConfigError, match="cache_lease_s"):
+        CaptionSettings(cache_lease_s=0)
