@@ -148,13 +148,18 @@ class _Store:
         """Create `path` holding `data` unless it exists; True if this call created it."""
         folder = path.rsplit("/", 1)[0]
         if self.local:
+            # written in full under a temporary name, then hard-linked into place (fails if the
+            # name exists): no other worker ever reads a claimed-but-empty file
             os.makedirs(folder, exist_ok=True)
+            tmp = f"{folder}/.{uuid.uuid4().hex}.tmp"
+            with open(tmp, "wb") as fh:
+                fh.write(data)
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                os.link(tmp, path)
             except FileExistsError:
                 return False
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+            finally:
+                os.remove(tmp)
             return True
         try:
             with self.fs.open(path, "xb") as fh:
@@ -378,7 +383,7 @@ class CaptionCache:
             return json.loads(self.store.read(path))
         except FileNotFoundError:
             return {}
-        except ValueError:  # half-written by a worker killed between create and write: stale
+        except ValueError:  # half-written (a store without atomic create, owner killed mid-write): stale
             return {"expires": 0}
 
     def _break_if_stale(self, path: str) -> bool:
