@@ -583,8 +583,3 @@ def input_tables(cfg: Any) -> dict[str, TableFile]:
             found[name] = tf
     return found
 
-
-def load_inputs(cfg: Any, names: Iterable[str] | None = None) -> dict[str, Table]:
-    """Locate and read the tables of a BuildSettings: {name: Table}."""
-    located = input_tables(cfg)
-    return {name: read_located(tf, cfg.encoding) for name, tf in located.items() if names is None or name in names}

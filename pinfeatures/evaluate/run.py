@@ -40,7 +40,7 @@ from typing import Any, Sequence
 import numpy as np
 import polars as pl
 
-from pinfeatures.buildfolder import Build, open_build
+from pinfeatures.buildfolder import Build, mark_derived, open_build
 from pinfeatures.evaluate.settings import EvaluateSettings
 from pinfeatures.contracts import REJECT_SCHEMA, SOURCES, Variant, empty_rejects
 from pinfeatures.errors import ConfigError, InputError
@@ -561,9 +561,7 @@ def run_evaluate(
         .get_column("language")
         .to_list()
     )
-    result: dict[str, Any] = {
-        "build_id": build.build_id,
-        "build": str(build.path),
+    result: dict[str, Any] = mark_derived({
         "judgments": {
             "file": str(judgments),
             "read": n_read,
@@ -588,7 +586,7 @@ def run_evaluate(
         "rows": rows,
         "by_language": by_language,
         "timings": {},
-    }
+    }, build)
     markdown = render_markdown(result)
     timings["total"] = time.perf_counter() - t0
     result["timings"] = {k: round(v, 3) for k, v in timings.items()}

@@ -38,7 +38,7 @@ import numpy as np
 import polars as pl
 
 from pinfeatures.build.queries import band_names, query_bands
-from pinfeatures.buildfolder import open_build
+from pinfeatures.buildfolder import mark_derived, open_build
 from pinfeatures.errors import ConfigError, InputError
 from pinfeatures.evaluate.metrics import stable_seed
 from pinfeatures.evaluate.run import load_judgments, read_judgments, read_texts, select_variants, validate_judgments
@@ -258,13 +258,11 @@ def run_pairs(
     build = open_build(build_dir)
     texts, features = read_texts(build)
     variants = select_variants(build, cfg.variants)
-    manifest: dict[str, Any] = {
-        "build_id": build.build_id,
-        "build": str(build.path),
+    manifest: dict[str, Any] = mark_derived({
         "mode": "judged" if judgments is not None else "sample",
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
         "variants": variants,
-    }
+    }, build)
     rejects = None
     if judgments is not None:
         rows, rejects, counts, coverage = judged_pairs_table(texts, features, judgments, variants)
