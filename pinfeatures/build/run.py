@@ -239,11 +239,21 @@ def attach_captions(
 
 
 def _hash_images(refs: list[str], root: Path | None, cfg: BuildSettings) -> dict[str, str | None]:
-    from pinfeatures.caption.images import ImageSettings, hash_images
+    """ref -> sha256 of its bytes (None when unreadable). URLs go through the caption cache's fetch
+    records (caption.loop.read_through_cache), so a rebuild downloads nothing fetched before; a
+    build without URL images leaves the cache alone."""
+    from pinfeatures.caption.cache import CaptionCache
+    from pinfeatures.caption.images import ImageSettings, hash_images, is_url
+    from pinfeatures.caption.loop import read_through_cache
 
     unique = list(dict.fromkeys(refs))
     settings = ImageSettings.from_caption_config(cfg.caption)
-    return {img.ref: img.sha256 for img in hash_images(unique, root, settings)}
+    if not any(is_url(r) for r in unique):
+        return {img.ref: img.sha256 for img in hash_images(unique, root, settings)}
+    workers = max(1, cfg.caption.fetch_concurrency)
+    with CaptionCache(cfg.caption.cache, lease_s=cfg.caption.cache_lease_s, blob_max_bytes=cfg.caption.fetch_cache_max_bytes) as cache:
+        return {img.ref: img.sha256 for img in read_through_cache(unique, root, settings, cache, retry_failed=cfg.caption.retry_failed,
+                                                                  workers=workers, window=2 * workers)}
 
 
 def _features(pins: pl.DataFrame, captions: pl.DataFrame, boards: pl.DataFrame, queries: pl.DataFrame, cfg: BuildSettings) -> pl.DataFrame:

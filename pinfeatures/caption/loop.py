@@ -39,6 +39,7 @@ import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,7 @@ from pinfeatures.caption.backends import (
     resolve_model,
 )
 from pinfeatures.caption.cache import CaptionCache
+from pinfeatures.caption.images import FetchedImage
 from pinfeatures.caption.quality import ClipChecker, clean_caption
 from pinfeatures.caption.settings import CaptionSettings
 from pinfeatures.errors import InputError, ModelError
@@ -307,8 +309,16 @@ def _run(refs, cfg, spec: ModelSpec, images_root, cache: CaptionCache, state: _R
             workers = max(1, cfg.fetch_concurrency)
             # in-order results: a wider window keeps the model fed while one slow URL is retried
             window = max(2 * workers, 2 * cfg.batch_size)
-            fetches = _read_through_cache(unique_refs, images_root, settings, cache, spec.fingerprint,
-                                          clip.fingerprint if clip else None, cfg.retry_failed, workers, window)
+
+            def bytes_needed(shas: list[str]) -> set[str]:
+                """Known images whose caption (and CLIP score, with the check on) is not cached yet."""
+                have = {sha for sha, row in cache.get_many(shas, spec.fingerprint).items() if row.status == "ok" or not cfg.retry_failed}
+                if clip is not None:
+                    have &= set(cache.get_clip_scores(list(have), spec.fingerprint, clip.fingerprint))
+                return set(shas) - have
+
+            fetches = read_through_cache(unique_refs, images_root, settings, cache, retry_failed=cfg.retry_failed,
+                                         workers=workers, window=window, bytes_needed=bytes_needed)
             for fetched in fetches:
                 if stop.is_set():
                     return
@@ -445,23 +455,25 @@ def _claim(to_caption: list[tuple[str, Any]], batch: list[_Work], spec: ModelSpe
     return mine, kept
 
 
-def _read_through_cache(refs: list[str], images_root, settings, cache: CaptionCache, fingerprint: str,
-                        clip_fp: str | None, retry_failed: bool, workers: int, window: int):
-    """read_images with the cache's URL fetch records in front (see the module docstring).
+def read_through_cache(refs: list[str], images_root, settings, cache: CaptionCache, *, retry_failed: bool, workers: int,
+                       window: int, bytes_needed: Callable[[list[str]], set[str]] | None = None) -> Iterator[FetchedImage]:
+    """images.read_images with the cache's URL fetch records in front: one FetchedImage per ref, in
+    no particular order (records first, then reads in input order).
 
-    A URL with a usable record is not fetched: when its image's caption (and CLIP score, with the
-    check on) is cached, it yields the sha256 without bytes; otherwise the bytes come from the
-    blob store, or a fetch when they were trimmed. New fetch results are recorded a chunk at a time.
+    A URL with a usable record (`ok`, or a cached failure unless `retry_failed`; one fetched with
+    private addresses allowed only when they still are) is not fetched: it yields the record's
+    sha256, with the bytes from the blob store when `bytes_needed` (called once with the sha256s
+    the records give) asks for them, or a fetch when those were trimmed. `bytes_needed` None: the
+    caller wants hashes only (build.run's sha256-keyed captions). New fetch results and their bytes
+    are recorded a chunk at a time, so a rebuild fetches nothing that was fetched before.
     """
-    from pinfeatures.caption.images import FetchedImage, is_url, read_images
+    from pinfeatures.caption.images import is_url, read_images
 
     urls = [r for r in refs if is_url(r)]
     known = {u: f for u, f in (cache.get_fetches(urls) if urls else {}).items()
              if (f.status == "ok" or not retry_failed) and (settings.allow_private_addresses or not f.allow_private)}
-    shas = [f.sha256 for f in known.values() if f.status == "ok"]
-    have = {sha for sha, row in cache.get_many(shas, fingerprint).items() if row.status == "ok" or not retry_failed}
-    if clip_fp is not None:
-        have &= set(cache.get_clip_scores(list(have), fingerprint, clip_fp))
+    shas = list(dict.fromkeys(f.sha256 for f in known.values() if f.status == "ok"))
+    needed = bytes_needed(shas) if bytes_needed is not None and shas else set()
     to_read = []
     for ref in refs:
         rec = known.get(ref)
@@ -469,7 +481,7 @@ def _read_through_cache(refs: list[str], images_root, settings, cache: CaptionCa
             to_read.append(ref)
         elif rec.status != "ok":
             yield FetchedImage(ref, rec.status, None, None, rec.detail)
-        elif rec.sha256 in have:
+        elif rec.sha256 not in needed:
             yield FetchedImage(ref, "ok", None, rec.sha256)
         elif (data := cache.get_blob(rec.sha256)) is not None:
             yield FetchedImage(ref, "ok", data, rec.sha256)
@@ -565,4 +577,4 @@ def _stats_skipped(n: int, seconds: float) -> dict:
     }
 
 
-__all__ = ["OUTPUT_SCHEMA", "caption_pins"]
+__all__ = ["OUTPUT_SCHEMA", "caption_pins", "read_through_cache"]

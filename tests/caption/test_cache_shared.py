@@ -197,6 +197,47 @@ def test_rebuild_fetches_and_captions_nothing_cached(tmp_path, image_server):
     assert sum(_Counting.requests.values()) == 0
 
 
+def test_sha256_keyed_captions_rebuild_fetches_nothing_whole_or_sharded(tmp_path, image_server):
+    """Captions keyed by image sha256 hash the pins' URL images through the fetch records: a rebuild
+    (whole or sharded) makes no request, and a failed URL is not asked again."""
+    import hashlib
+
+    from pinfeatures.build.run import run_build
+    from pinfeatures.build.settings import BuildSettings
+
+    tables = small_tables()
+    tables["pins"] = tables["pins"].with_columns(
+        pl.Series("image", [f"{image_server}/0.png", f"{image_server}/copy.png", f"{image_server}/missing.png", f"{image_server}/1.png"]))
+    sha0, sha1 = (hashlib.sha256(_png(i)).hexdigest() for i in (0, 1))
+    tables["captions"] = pl.DataFrame({"pin_id": [None], "image_sha256": [sha0], "caption": ["a red square"]},
+                                      schema={"pin_id": pl.Utf8, "image_sha256": pl.Utf8, "caption": pl.Utf8})
+    inp = write_inputs(tmp_path / "in", tables)
+    caption = CaptionSettings(allow_private_addresses=True, fetch_retries=0)
+    want = [("p1", "a red square", "precomputed", sha0), ("p2", "a red square", "precomputed", sha0),
+            ("p3", None, "skipped", None), ("p4", None, "skipped", sha1)]
+
+    def run(out: str, cache: str, shards: int = 0) -> list[tuple]:
+        run_build(BuildSettings(input=str(inp), out=str(tmp_path / out), quiet=True, shards=shards,
+                                caption=CaptionSettings(**{**caption.to_dict(), "cache": str(tmp_path / cache)})))
+        frame = pl.read_parquet(tmp_path / out / ("features/*.parquet" if shards else "features.parquet"))
+        return frame.sort("pin_id").select("pin_id", "caption", "caption_status", "image_sha256").rows()
+
+    every_url_once = {"/0.png": 1, "/copy.png": 1, "/missing.png": 1, "/1.png": 1}
+    for shards, cache in ((0, "cache_whole"), (2, "cache_sharded")):
+        _Counting.requests.clear()
+        assert run(f"first{shards}", cache, shards) == want
+        assert dict(_Counting.requests) == every_url_once
+        _Counting.requests.clear()
+        assert run(f"again{shards}", cache, shards) == want
+        assert dict(_Counting.requests) == {}  # the fetch records (ok and fetch_failed) answer every URL
+    # the whole build's cache serves a sharded rebuild too
+    assert run("sharded_from_whole", "cache_whole", 3) == want and dict(_Counting.requests) == {}
+    # a run refusing private addresses does not trust records fetched with them allowed: all blocked, no request
+    caption = CaptionSettings(fetch_retries=0)
+    assert [r[2:] for r in run("refused", "cache_whole")] == [("skipped", None)] * 4
+    assert dict(_Counting.requests) == {}
+
+
 def test_retry_failed_fetches_a_failed_url_again(tmp_path, image_server):
     refs = [f"{image_server}/0.png", f"{image_server}/late.png"]
     pins = pl.DataFrame({"pin_id": ["a", "b"], "image": refs})
