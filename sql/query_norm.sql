@@ -1,10 +1,13 @@
--- Normalised form of every distinct raw query, computed once per distinct string.
+-- Every distinct raw query, to be normalised once each.
 --
--- In:   engagements(query, ...): valid rows; normalize_phrase(VARCHAR): Python UDF
---       (pinfeatures.textnorm: NFKC, case fold, e-mail/phone/URL scrub, whitespace collapse).
--- Out:  TEMP TABLE query_norm(raw_query, query); query = '' when the raw query was nothing but
---       personal data (those events are dropped and counted in the manifest).
-CREATE OR REPLACE TEMP TABLE query_norm AS
-SELECT raw.query AS raw_query,
-       normalize_phrase(raw.query) AS query
-FROM (SELECT DISTINCT query FROM engagements) AS raw
+-- In:   engagements(query, ...): valid rows.
+-- Out:  raw_query, events: one row per distinct value (NULL included), with its number of events.
+--       aggregate.py normalises the column in one call of pinfeatures.build.scrub.normalize_phrases
+--       (NFKC, case fold, e-mail/phone/URL scrub, whitespace collapse) and registers
+--       query_norm(raw_query, events, query) for the SQL that follows; query = '' when the raw
+--       query was nothing but personal data (those events are dropped and counted in the
+--       manifest). One call, not the normalize_phrase UDF: DuckDB hands a UDF 2,048 rows at a
+--       time, and a long-tail log has millions of distinct queries.
+SELECT query AS raw_query, count(*) AS events
+FROM engagements
+GROUP BY query

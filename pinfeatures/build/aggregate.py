@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 import polars as pl
 
+from pinfeatures.build.scrub import normalize_phrases
 from pinfeatures.errors import InputError
 from pinfeatures.progress import warn
 from pinfeatures.sqlrun import connect, run_sql
@@ -59,7 +60,7 @@ def aggregate(
     use_users: bool | None = None,
     query_parts: bool = False,
 ) -> Aggregates:
-    """Run sql/board_titles.sql, query_norm.sql, query_pairs.sql, query_events.sql, query_parts.sql, top_queries.sql, query_pins.sql, queries.sql.
+    """Run sql/board_titles.sql, query_norm.sql (normalised here), query_pairs.sql, query_events.sql, query_parts.sql, top_queries.sql, query_pins.sql, queries.sql.
 
     k counts distinct users (user ids canonical, null ones no user: validate.py). Engagements with
     no user id at all fall back to counting engaged events, with a warning on stderr, or an
@@ -83,7 +84,7 @@ def aggregate(
         con.register("action_weights", weights.to_arrow())
 
         pin_boards = run_sql(con, "board_titles", {"top_k": board_top_k}).pl()
-        run_sql(con, "query_norm")
+        _register_query_norm(con)
         run_sql(con, "query_pairs", {"min_users": query_min_users, "use_users": use_users})
         run_sql(con, "query_events", {"all_queries": query_parts})
         run_sql(con, "query_parts")
@@ -116,6 +117,12 @@ def aggregate(
         stats=stats,
         parts=parts,
     )
+
+
+def _register_query_norm(con: Any) -> None:
+    """query_norm(raw_query, query): sql/query_norm.sql's distinct raw queries, normalised in one call."""
+    raw = run_sql(con, "query_norm").pl()
+    con.register("query_norm", raw.with_columns(normalize_phrases(raw.get_column("raw_query")).alias("query")).to_arrow())
 
 
 def _query_rows(con: Any, use_users: bool, top_pins: int) -> pl.DataFrame:

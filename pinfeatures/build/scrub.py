@@ -36,7 +36,7 @@ import re
 import sys
 import unicodedata
 from functools import lru_cache
-from typing import Iterable
+from typing import Callable, Iterable
 
 import polars as pl
 
@@ -122,6 +122,7 @@ PII_PATTERN = "|".join(f"(?:{p})" for p in PII_PATTERNS.values())
 # Obfuscated separators read as the real ones: evil[.]com, anna(at)example(dot)com.
 _DOT_PATTERN = r" ?(?:\[\.\]|\(\.\)|\{\.\}|\[dot\]|\(dot\)|\{dot\}) ?"
 _AT_PATTERN = r" ?(?:\[at\]|\(at\)|\{at\}|\[@\]|\(@\)) ?"
+_ANY_SCRUB_PATTERN = f"{_DOT_PATTERN}|{_AT_PATTERN}|{PII_PATTERN}"
 
 # -- free text ----------------------------------------------------------------------
 # The pattern strings are shared with text.py, which runs them in Rust (Polars) on whole columns:
@@ -186,6 +187,68 @@ def _fold(text: str, max_chars: int) -> str:
     return folded
 
 
+FAST_FOLD_MIN_STRINGS = 20_000
+"""Below this many non-ASCII strings, `_fold_many` folds them one by one: the character table of
+the fast path takes ~0.5 s to build, more than folding that many strings in Python."""
+
+
+def _fold_many(raw: pl.Series, max_chars: int, fast_min_strings: int = FAST_FOLD_MIN_STRINGS) -> pl.Series:
+    """`_fold` of every string, with the common cases done on the whole column in Rust (Polars).
+
+    `_fold` is exactly "controls to spaces, NFKC, lower case" for
+    * ASCII text with no `&` and at most 2 x max_chars + 1 characters: NFKC leaves ASCII alone,
+      case folding an ASCII letter is lowering it, there are no format characters, entities or
+      non-ASCII digits to map, and the prefix loop reaches the end of the text (no word dropped);
+    * text of at most 64 characters (the loop's first prefix: all of it) made only of characters
+      for which Python's fold and Polars' agree (`_fast_fold_class`).
+    Everything else goes through `_fold` one string at a time. A real query log is mostly such
+    text: 99.9% of the benchmark's 3.9M distinct queries, folded ~10x faster.
+    """
+    ascii_only = (raw.str.contains(r"^[\x00-\x25\x27-\x7f]*$") & (raw.str.len_bytes() <= 2 * max_chars + 1)).fill_null(False)
+    folded = _update_where(raw, ascii_only, lambda s: s.str.replace_all(r"[\x00-\x1f\x7f]", " ").str.to_lowercase())
+    rest = ~ascii_only & raw.is_not_null()
+    if rest.sum() >= fast_min_strings:
+        agreed = rest & raw.str.contains(f"^[{_fast_fold_class()}]*$") & (raw.str.len_chars() <= 64)
+        folded = _update_where(folded, agreed, lambda s: s.str.replace_all(r"[\x00-\x1f\x7f]", " ").str.normalize("NFKC").str.to_lowercase())
+        rest = rest & ~agreed
+    return _update_where(folded, rest, lambda s: pl.Series([_fold(v, max_chars) for v in s.to_list()], dtype=pl.Utf8))
+
+
+@lru_cache(maxsize=1)
+def _fast_fold_class() -> str:
+    """A regex character class (ranges, no brackets) of ASCII but `&`, and of the non-ASCII
+    characters Python folds (`_fold`: not in the translate table, NFKC, case fold) exactly as
+    Polars does (NFKC, lower case), checked character by character against this Polars build.
+
+    Left out besides: unassigned code points (Python's Unicode version may be older than
+    Polars'), and anything whose NFKC holds a capital or final sigma (lower case maps it by
+    its context, case folding does not)."""
+    table = _fold_table()
+    chars = [chr(cp) for cp in range(0x80, sys.maxunicode + 1) if cp not in table and unicodedata.category(chr(cp)) != "Cn"]
+    nfkc = [unicodedata.normalize("NFKC", c) for c in chars]
+    polars_folded = pl.Series(chars, dtype=pl.Utf8).str.normalize("NFKC").str.to_lowercase().to_list()
+    safe = [
+        ord(c) for c, n, folded in zip(chars, nfkc, polars_folded)
+        if n.casefold() == folded and "&" not in folded and "\u03a3" not in n and "\u03c2" not in n
+    ]
+    ranges = [(0x00, 0x25), (0x27, 0x7F)]
+    for cp in safe:
+        if cp == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], cp)
+        else:
+            ranges.append((cp, cp))
+    return "".join(f"\\x{{{lo:x}}}" if lo == hi else f"\\x{{{lo:x}}}-\\x{{{hi:x}}}" for lo, hi in ranges)
+
+
+def _update_where(values: pl.Series, where: pl.Series, step: Callable[[pl.Series], pl.Series]) -> pl.Series:
+    """`values` with `step` applied to the non-null elements where `where` is true, and only to
+    them: the costly steps run on the few strings that need them, not on the whole column."""
+    index = (where.fill_null(False) & values.is_not_null()).arg_true()
+    if index.len() == 0:
+        return values
+    return values.scatter(index, step(values.gather(index)))
+
+
 def _as_series(values: Iterable[str | None] | pl.Series) -> pl.Series:
     if isinstance(values, pl.Series):
         return values.cast(pl.Utf8)
@@ -218,15 +281,19 @@ def normalize_phrases(values: Iterable[str | None] | pl.Series, max_chars: int =
     """Fold, cap and scrub many phrases at once (see the module docstring). None stays None; the
     result may be '' (nothing left after scrubbing). Same length and order as `values`."""
     raw = _as_series(values)
-    folded = pl.Series("text", [None if v is None else _fold(v, max_chars) for v in raw.to_list()], dtype=pl.Utf8)
-    text = pl.col("text")
-    frame = pl.DataFrame({"text": folded}).select(
-        _cap_words(
-            text.str.replace_all(TAG_PATTERN, " ").str.replace_all(r"[<>\s]+", " ").str.strip_chars(), max_chars
-        ).alias("text")
+    current = _fold_many(raw.rename("text"), max_chars)
+    current = _update_where(current, current.str.contains("<", literal=True), lambda s: s.str.replace_all(TAG_PATTERN, " "))
+    # "[<>\s]+ to one space, strip" changes only strings with one of these
+    current = _update_where(
+        current, current.str.contains(r"[<>]|\s\s|[^\S ]|^\s|\s$"), lambda s: s.str.replace_all(r"[<>\s]+", " ").str.strip_chars()
     )
-    current = frame.get_column("text")
-    todo = pl.Series("i", range(len(current)), dtype=pl.UInt32).filter(current.is_not_null())
+    current = _update_where(
+        current, current.str.len_chars() > max_chars, lambda s: pl.DataFrame({"text": s}).select(_cap_words(pl.col("text"), max_chars)).get_column("text")
+    )
+    text = pl.col("text")
+    # a pass changes only a string some pattern matches (the rest is already single-spaced and
+    # stripped), and one test for any match is a fraction of the cost of the pass's replacements
+    todo = current.str.contains(_ANY_SCRUB_PATTERN).fill_null(False).arg_true()
     for _ in range(MAX_SCRUB_PASSES):
         if todo.len() == 0:
             break

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pinfeatures.build.scrub import MAX_PHRASE_CHARS, PII_PATTERNS, clean_text, normalize_phrase, normalize_phrases
+from pinfeatures.build.scrub import MAX_PHRASE_CHARS, PII_PATTERNS, _fold, _fold_many, clean_text, normalize_phrase, normalize_phrases
 
 
 @pytest.mark.parametrize(
@@ -201,3 +204,23 @@ def test_raw_text_is_cut_before_nfkc():
     assert len(_fold("ab " * 1_000_000, 500)) <= 4 * 1024
     # a cut prefix loses its last word and the digits before it (no half phone number survives)
     assert _fold("x" * 50 + " call 0794 6095811 tail", 10).split() == ["x" * 50, "call"]  # cut after "609"
+
+
+# Characters where Python's case folding and Polars' lower casing part ways, or NFKC makes one of
+# them; the column fold must send them to the one-string `_fold`.
+FOLD_EDGES = ["ß", "ẞ", "ǰ", "ͅ", "ΐ", "ς", "Σ", "ΟΔΟΣ", "ϲ", "Ϲ", "ϹΑ", "Ꭰ", "ꭰ", "İ", "ﬁ", "ﬆ", "＆lt;", "﹠", "ｃａｋｅ", "①", "٣", "\u200b", "\x85", "\U0001f600", "\U000e0001", "㍿", "e\u0301", "ＡＢＣ"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(st.lists(st.one_of(st.sampled_from(FOLD_EDGES), st.text(max_size=3), st.sampled_from(["a", " ", "&", "Cake", "x" * 70])), max_size=10).map("".join), max_size=12))
+def test_column_fold_equals_the_one_string_fold(values):
+    # fast_min_strings=0: the Polars paths (ASCII and the agreed characters) are taken for any input
+    folded = _fold_many(pl.Series("text", values, dtype=pl.Utf8), MAX_PHRASE_CHARS, fast_min_strings=0)
+    assert folded.to_list() == [_fold(v, MAX_PHRASE_CHARS) for v in values]
+
+
+def test_column_fold_sends_disagreeing_characters_to_python():
+    values = ["Straße", "ΟΔΟΣ", "Ꭰ", "ｃａｋｅ ＆lt;", "CAKE", "Ünïcödé", None, "x" * 1200]
+    folded = _fold_many(pl.Series("text", values, dtype=pl.Utf8), MAX_PHRASE_CHARS, fast_min_strings=0)
+    assert folded.to_list()[:7] == ["strasse", "οδοσ", "Ꭰ", "cake  lt;", "cake", "ünïcödé", None]
+    assert folded[7] == "x" * 1024  # past 2 x 500 + 1 characters: the prefix loop stops at 1024
