@@ -63,7 +63,7 @@ _SCRIPT_LANG = {
 _KANA = r"[\p{Hiragana}\p{Katakana}]"
 _CJK = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]"
 # Marks count as letters: Devanagari and Arabic words are letters plus vowel signs.
-_LETTER = r"[\p{L}\p{M}]"
+_NON_LETTER = r"[^\p{L}\p{M}]"
 _BATCH = 4096
 
 
@@ -147,11 +147,20 @@ def quick_languages(texts: pl.Series, min_letters: int) -> pl.Series:
     CJK scripts carry a word in one or two characters, so a short Japanese title is still Japanese;
     kana only occurs in Japanese, even mixed with kanji.
     """
-    frame = pl.DataFrame({"t": texts}).with_columns(
-        pl.col("t").str.count_matches(_LETTER).alias("letters"),
+    script_counts = [
         pl.col("t").str.count_matches(_KANA).alias("kana"),
         pl.col("t").str.count_matches(_CJK).alias("cjk"),
         *[pl.col("t").str.count_matches(rf"\p{{{script}}}").alias(script) for script in _SCRIPT_LANG],
+    ]
+    frame = pl.DataFrame({"t": texts}).with_row_index("_i").with_columns(
+        # letters = characters - non-letters: fewer matches to count, half the time on prose
+        (pl.col("t").str.len_chars() - pl.col("t").str.count_matches(_NON_LETTER)).alias("letters")
+    )
+    # every script counted is above U+024F: a text with nothing past Latin has none of them, and
+    # skipping it saves 13 regex scans of most texts
+    beyond_latin = frame.filter(pl.col("t").str.contains(r"[^\x00-\x{24f}]")).select("_i", *script_counts)
+    frame = frame.join(beyond_latin, on="_i", how="left", maintain_order="left").with_columns(
+        pl.col(name).fill_null(0) for name in beyond_latin.columns if name != "_i"
     )
     too_short = (pl.col("letters") < min_letters) & ((pl.col("cjk") == 0) | (pl.col("letters") < 2))
     answer = pl.when(too_short).then(pl.lit(UND)).when(pl.col("kana") > 0).then(pl.lit("ja"))
@@ -228,7 +237,7 @@ def detect_texts(texts: Sequence[str], prior: LanguagePrior, settings: LanguageS
     return dict(zip(unique, codes))
 
 
-class _PinTexts:
+class PinTexts:
     """The pins to detect: their own text (title + description) and their board titles, each distinct text scored once.
 
     A pin's posterior is its own text's times each board title's bounded evidence: a board title
@@ -323,7 +332,7 @@ class _PinTexts:
 def sure_language_counts(pins: pl.DataFrame, pin_boards: pl.DataFrame | None = None, settings: LanguageSettings | None = None) -> dict[str, int]:
     """The counts the build's prior is estimated from (pass 1); a sharded build adds its shards' counts."""
     settings = settings or LanguageSettings()
-    return _PinTexts(pins, pin_boards, settings).sure_counts(settings)
+    return PinTexts(pins, pin_boards, settings).sure_counts(settings)
 
 
 def detect_languages(
@@ -340,7 +349,12 @@ def detect_languages(
     its answers are the whole build's.
     """
     settings = settings or LanguageSettings()
-    texts = _PinTexts(pins, pin_boards, settings)
+    return decide_languages(PinTexts(pins, pin_boards, settings), settings, prior)
+
+
+def decide_languages(texts: PinTexts, settings: LanguageSettings, prior: LanguagePrior | None = None) -> tuple[pl.DataFrame, LanguagePrior, dict[str, Any]]:
+    """`detect_languages` of pins already scored: a sharded build scores a shard's texts once, for
+    its sure-language counts (pass 1), and decides them under the whole build's prior later."""
     if prior is None:
         prior = estimate_prior(texts.sure_counts(settings), settings.prior_weight)
     decided = texts.decide(prior, settings.min_confidence).with_columns(pl.coalesce("_given", "_detected", pl.lit(UND)).alias("language"))

@@ -30,6 +30,7 @@ and then by the shard. Shard tasks are plain functions of a picklable task, run 
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import time
 import uuid
@@ -43,7 +44,7 @@ import polars as pl
 
 from pinfeatures.build.aggregate import QUERY_PARTS, aggregate, combine_queries, has_user_ids, no_user_ids
 from pinfeatures.build.assemble import assemble_texts
-from pinfeatures.build.language import LanguagePrior, LanguageSettings, detect_languages, estimate_prior, sure_language_counts
+from pinfeatures.build.language import LanguagePrior, LanguageSettings, PinTexts, decide_languages, estimate_prior
 from pinfeatures.build.queries import query_languages, query_table
 from pinfeatures.build.read import SCHEMAS, Table, TableFile, input_tables, read_located
 from pinfeatures.build.text import normalise_pins
@@ -178,7 +179,8 @@ def prepare_shard(task: ShardTask) -> dict[str, Any]:
 
     In:  the shard's parts (partition), WORK/boards.parquet (valid boards).
     Out: SHARD/{pins,pin_boards,pin_queries,query_pins,query_traffic,query_users,query_locales,
-         rejects,captions}.parquet and the shard's counts, stats and sure-language counts (returned).
+         rejects,captions}.parquet, SHARD/pin_texts.pickle (the pins' language scores, which do
+         not depend on the prior), and the shard's counts, stats and sure-language counts (returned).
     """
     cfg, work, out = task.cfg, Path(task.work), task.dir
     threads = int(os.environ.get("PINFEATURES_WORKER_THREADS", "0")) or None
@@ -199,7 +201,12 @@ def prepare_shard(task: ShardTask) -> dict[str, Any]:
     users_seen = has_user_ids(valid.engagements)
     valid.saves = valid.engagements = valid.boards = None
     pins = normalise_pins(valid.pins, cfg.max_source_chars)
-    language_counts = sure_language_counts(pins, agg.pin_boards, LanguageSettings.from_config(cfg))
+    language_settings = LanguageSettings.from_config(cfg)
+    scored = PinTexts(pins, agg.pin_boards, language_settings)  # scored once: finish_shard decides from it
+    language_counts = scored.sure_counts(language_settings)
+    with open(out / "pin_texts.pickle", "wb") as f:
+        pickle.dump(scored, f, protocol=pickle.HIGHEST_PROTOCOL)
+    del scored
     # a rejected engagement keeps its query only if that (query, pin) passed: the pin's shard knows
     valid.rejects = withhold_unkept_queries(valid.rejects, agg.query_pins)
     assert agg.parts is not None
@@ -224,9 +231,11 @@ def finish_shard(task: ShardTask) -> dict[str, Any]:
     from pinfeatures.build.run import _features
 
     cfg, work, shard = task.cfg, Path(task.work), task.dir
-    pins = pl.read_parquet(shard / "pins.parquet")
     pin_boards = pl.read_parquet(shard / "pin_boards.parquet")
-    pins, _, language_stats = detect_languages(pins, pin_boards, LanguageSettings.from_config(cfg), prior=task.prior)
+    with open(shard / "pin_texts.pickle", "rb") as f:
+        scored = pickle.load(f)  # written by this build's prepare_shard (the work folder is ours alone)
+    pins, _, language_stats = decide_languages(scored, LanguageSettings.from_config(cfg), prior=task.prior)
+    del scored
     query_pins = pl.read_parquet(shard / "query_pins.parquet", columns=["pin_id"]).unique()
     _write(pins.select("pin_id", "language").join(query_pins, on="pin_id", how="semi"), shard / "pin_languages.parquet")
     captions = pl.scan_parquet(work / "captions.parquet").join(pins.lazy().select("pin_id"), on="pin_id", how="semi").collect()
