@@ -22,9 +22,9 @@ order, which a shard keeps), or against global tables (boards); aggregates are g
 `--shards N` equal to the whole-input build for several N.
 
 The partition reads each input file once, with build.read (the same parsing and per-row rejects
-as the whole-input build), one file at a time, so memory is bounded by the largest input file
-and then by the shard. Shard tasks are plain functions of a picklable task, run by an engine
-(pinfeatures.engine: local processes or Ray tasks).
+as the whole-input build), one task per file, so a worker's memory is bounded by the largest
+input file and then by the shard. Partition and shard tasks are plain functions of a picklable
+task, run by an engine (pinfeatures.engine: local processes or Ray tasks).
 """
 
 from __future__ import annotations
@@ -110,39 +110,57 @@ def _part_dir(work: Path, shard: int | str, table: str) -> Path:
     return work / name / table
 
 
-def partition(located: dict[str, TableFile], n: int, work: Path, encoding: str = "utf-8") -> tuple[bool, list[str]]:
-    """Split the pin-keyed tables into per-shard parts under `work`; returns whether any engagement
-    has a user_id, and the reading warnings (build.read: undecodable bytes, ignored columns).
+@dataclass(frozen=True)
+class PartitionTask:
+    """One input file to split into per-shard parts (picklable: engines run these in parallel)."""
+
+    table: TableFile
+    index: int
+    """The file's place in its table's list: its parts are named after it, so they keep input order."""
+    n: int
+    work: str
+    encoding: str
+
+
+def partition(located: dict[str, TableFile], n: int, work: Path, encoding: str = "utf-8", engine: Any = None) -> tuple[bool, list[str]]:
+    """Split the pin-keyed tables into per-shard parts under `work`, one input file per task (in
+    parallel through `engine`, else one after another); returns whether any engagement has a
+    user_id, and the reading warnings (build.read: undecodable bytes, ignored columns).
 
     Every input file gives one part per shard, empty ones included, so every shard's tables
     have the columns of the whole input, in the same order.
     """
-    any_users = False
-    warnings: list[str] = []
-    for name in SHARDED_TABLES:
-        if name not in located:
-            continue
-        tf = located[name]
-        for i, f in enumerate(tf.files):
-            table = read_located(TableFile(tf.name, tf.path, tf.format, [f]), encoding)
-            warnings += table.warnings
-            frame = table.frame
-            key = frame.get_column("pin_id") if "pin_id" in frame.columns else pl.Series("pin_id", [None] * frame.height, pl.Utf8)
-            if name == "engagements":
-                any_users = any_users or has_user_ids(frame)
-            frame = frame.with_columns(shard_ids(key, n).alias("_shard"))
-            if name == "captions":
-                # a caption with no pin id is keyed by image sha256 alone: validated and joined globally
-                no_pin = key.is_null() | (key == "")
-                _write(frame.filter(no_pin).drop("_shard"), _part_dir(work, GLOBAL, name) / f"{i:05d}.parquet")
-                frame = frame.filter(~no_pin)
-            parts = frame.partition_by("_shard", as_dict=True, maintain_order=True, include_key=False)
-            for s in range(n):
-                _write(parts.get((s,), frame.head(0).drop("_shard")), _part_dir(work, s, name) / f"{i:05d}.parquet")
-            if table.unparsed.height:
-                where = GLOBAL if name == "captions" else 0
-                _write(table.unparsed, _part_dir(work, where, name) / f"unparsed-{i:05d}.parquet")
-    return any_users, warnings
+    tasks = [
+        PartitionTask(TableFile(tf.name, tf.path, tf.format, [f]), i, n, str(work), encoding)
+        for name in SHARDED_TABLES if (tf := located.get(name)) is not None
+        for i, f in enumerate(tf.files)
+    ]
+    results = engine.map(partition_file, tasks) if engine is not None else [partition_file(t) for t in tasks]
+    return any(users for users, _ in results), [w for _, warnings in results for w in warnings]
+
+
+def partition_file(task: PartitionTask) -> tuple[bool, list[str]]:
+    """One input file's rows, by shard, as WORK/shard-<s>/<table>/<index>.parquet (every shard gets
+    a part, maybe empty); captions with no pin id and unparsable lines apart. Returns (whether it is
+    an engagements file with some user_id, its reading warnings)."""
+    name, i, n, work = task.table.name, task.index, task.n, Path(task.work)
+    table = read_located(task.table, task.encoding)
+    frame = table.frame
+    key = frame.get_column("pin_id") if "pin_id" in frame.columns else pl.Series("pin_id", [None] * frame.height, pl.Utf8)
+    users = name == "engagements" and has_user_ids(frame)
+    frame = frame.with_columns(shard_ids(key, n).alias("_shard"))
+    if name == "captions":
+        # a caption with no pin id is keyed by image sha256 alone: validated and joined globally
+        no_pin = key.is_null() | (key == "")
+        _write(frame.filter(no_pin).drop("_shard"), _part_dir(work, GLOBAL, name) / f"{i:05d}.parquet")
+        frame = frame.filter(~no_pin)
+    parts = frame.partition_by("_shard", as_dict=True, maintain_order=True, include_key=False)
+    for s in range(n):
+        _write(parts.get((s,), frame.head(0).drop("_shard")), _part_dir(work, s, name) / f"{i:05d}.parquet")
+    if table.unparsed.height:
+        where = GLOBAL if name == "captions" else 0
+        _write(table.unparsed, _part_dir(work, where, name) / f"unparsed-{i:05d}.parquet")
+    return users, table.warnings
 
 
 def _write(frame: pl.DataFrame, path: Path) -> None:
@@ -298,7 +316,7 @@ def run_sharded(writer: Any, cfg: BuildSettings, variants: list[str], counter: A
         with progress.stage("partition", f"hash-partitioning the pins into {n} shard(s)"):
             located = input_tables(cfg)
             fingerprints = {name: tf.fingerprint() for name, tf in located.items()}
-            any_users, read_warnings = partition(located, n, work, cfg.encoding)
+            any_users, read_warnings = partition(located, n, work, cfg.encoding, engine)
 
         with progress.stage("validate", "boards and sha256-keyed captions (global)"):
             global_tables = {name: Table(name, located.get(name), _empty_frame(name), empty_rejects()) for name in ("pins", "saves", "engagements")}
