@@ -10,6 +10,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pinfeatures.build.run import run_build
 from pinfeatures.build.shard import shard_ids
@@ -181,3 +183,55 @@ def test_change_sets_are_the_same(tmp_path: Path) -> None:
     assert m["changes"]["removed"] > 0 and m["changes"]["changed"] > 0
     assert {k: v for k, v in m["changes"].items() if k != "previous"} == {k: v for k, v in m_whole["changes"].items() if k != "previous"}
     assert read_output(tmp_path / "whole", "changes").equals(read_output(tmp_path / "sharded", "changes"))
+
+
+PIN_IDS = [f"p{i}" for i in range(12)]
+pin_rows = st.lists(
+    st.fixed_dictionaries({
+        "pin_id": st.one_of(st.sampled_from(PIN_IDS), st.sampled_from(["", " p1", "P1"])),
+        "title": st.one_of(st.none(), st.sampled_from(["Chocolate cake", "Jardín pequeño", "ねこ", "<b>Tarte</b> &amp; café", "call 415 555 0123"])),
+        "description": st.one_of(st.none(), st.text(max_size=12)),
+        "image": st.none(),
+    }),
+    min_size=1, max_size=14,
+)
+event_rows = st.lists(
+    st.fixed_dictionaries({
+        "query": st.one_of(st.none(), st.sampled_from(["cake", "Cake ", "CAKE", "garden", "anna@example.com", "tarte", "ｃａｋｅ", ""])),
+        "pin_id": st.one_of(st.sampled_from(PIN_IDS), st.just("nope")),
+        "action": st.sampled_from(["click", "save", "closeup", "impression", "teleport"]),
+        "user_id": st.one_of(st.none(), st.sampled_from(["u1", "u2", "u3", "u4", " u1", "7", "7.0"])),
+    }),
+    max_size=40,
+)
+save_rows = st.lists(
+    st.fixed_dictionaries({"pin_id": st.sampled_from([*PIN_IDS, "nope"]), "board_id": st.sampled_from(["b1", "b2", "b3", "b9"]), "user_id": st.sampled_from(["u1", "u2"])}),
+    max_size=20,
+)
+
+
+@pytest.mark.slow  # real builds: left out of the mutation runs (scripts/mutation.sh), not of the suite
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(pins=pin_rows, events=event_rows, saves=save_rows, n=st.integers(min_value=2, max_value=5), k=st.integers(min_value=1, max_value=2))
+def test_any_input_sharded_equals_whole(tmp_path_factory, pins, events, saves, n, k):
+    """Generated tables with duplicate, blank and unknown ids, unknown actions, blank and variant
+    user ids and queries that fold together or scrub away: --shards n gives the whole build's rows."""
+    folder = tmp_path_factory.mktemp("sharded")
+    src = folder / "in"
+    src.mkdir()
+    pl.DataFrame(pins, schema={"pin_id": pl.Utf8, "title": pl.Utf8, "description": pl.Utf8, "image": pl.Utf8}).write_parquet(src / "pins.parquet")
+    pl.DataFrame({"board_id": ["b1", "b2", "b3"], "title": ["Cakes", " cakes", "Garden"]}).write_parquet(src / "boards.parquet")
+    pl.DataFrame(saves, schema={"pin_id": pl.Utf8, "board_id": pl.Utf8, "user_id": pl.Utf8}).write_parquet(src / "saves.parquet")
+    pl.DataFrame(events, schema={"query": pl.Utf8, "pin_id": pl.Utf8, "action": pl.Utf8, "user_id": pl.Utf8}).write_parquet(src / "engagements.parquet")
+    whole, sharded = folder / "whole", folder / "sharded"
+    m_whole = build(src, whole, folder / "cache", min_users=k)
+    m = build(src, sharded, folder / "cache", min_users=k, shards=n, workers=1)
+    for name in (*TABLES, "queries"):
+        path = whole / f"{name}.parquet"
+        if name == "queries" and not path.exists():
+            assert not (sharded / "queries.parquet").exists()
+            continue
+        a, b = read_output(whole, name), read_output(sharded, name)
+        assert a.equals(b), f"{name}: {a.height} rows whole, {b.height} sharded"
+    for key in ("counts", "rejects", "privacy", "languages"):
+        assert m[key] == m_whole[key], key
