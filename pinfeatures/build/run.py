@@ -239,21 +239,11 @@ def attach_captions(
 
 
 def _hash_images(refs: list[str], root: Path | None, cfg: BuildSettings) -> dict[str, str | None]:
-    """ref -> sha256 of its bytes (None when unreadable). URLs go through the caption cache's fetch
-    records (caption.loop.read_through_cache), so a rebuild downloads nothing fetched before; a
-    build without URL images leaves the cache alone."""
-    from pinfeatures.caption.cache import CaptionCache
-    from pinfeatures.caption.images import ImageSettings, hash_images, is_url
-    from pinfeatures.caption.loop import read_through_cache
+    """ref -> sha256 of its bytes (None when unreadable); URLs through the caption cache's fetch
+    records (caption.loop.hash_refs), so a rebuild downloads nothing fetched before."""
+    from pinfeatures.caption.loop import hash_refs
 
-    unique = list(dict.fromkeys(refs))
-    settings = ImageSettings.from_caption_config(cfg.caption)
-    if not any(is_url(r) for r in unique):
-        return {img.ref: img.sha256 for img in hash_images(unique, root, settings)}
-    workers = max(1, cfg.caption.fetch_concurrency)
-    with CaptionCache(cfg.caption.cache, lease_s=cfg.caption.cache_lease_s, blob_max_bytes=cfg.caption.fetch_cache_max_bytes) as cache:
-        return {img.ref: img.sha256 for img in read_through_cache(unique, root, settings, cache, retry_failed=cfg.caption.retry_failed,
-                                                                  workers=workers, window=2 * workers)}
+    return {img.ref: img.sha256 for img in hash_refs(list(dict.fromkeys(refs)), root, cfg.caption)}
 
 
 def _features(pins: pl.DataFrame, captions: pl.DataFrame, boards: pl.DataFrame, queries: pl.DataFrame, cfg: BuildSettings) -> pl.DataFrame:

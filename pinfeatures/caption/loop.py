@@ -56,7 +56,7 @@ from pinfeatures.caption.backends import (
     resolve_dtype,
     resolve_model,
 )
-from pinfeatures.caption.cache import CaptionCache
+from pinfeatures.caption.cache import CachedCaption, CaptionCache
 from pinfeatures.caption.images import FetchedImage
 from pinfeatures.caption.quality import ClipChecker, clean_caption
 from pinfeatures.caption.settings import CaptionSettings
@@ -131,7 +131,7 @@ def caption_pins(
 
     device = captioner.device if captioner is not None else resolve_device(cfg.device)
     dtype = captioner.dtype if captioner is not None else resolve_dtype(cfg.dtype, device)
-    cache = CaptionCache(cache_dir, lease_s=cfg.cache_lease_s, blob_max_bytes=cfg.fetch_cache_max_bytes)
+    cache = open_cache(cfg, cache_dir)
     try:
         spec = resolve_model(cfg, file_hash=cache.file_sha256)
         cache.remember_fingerprint(spec.fingerprint, json.dumps(spec.identity, sort_keys=True, default=str))
@@ -428,31 +428,65 @@ def _process_batch(batch: list[_Work], captioner: Captioner | None, spec: ModelS
 
 def _claim(to_caption: list[tuple[str, Any]], batch: list[_Work], spec: ModelSpec, cache: CaptionCache,
            state: _RunState, cfg, scored: list) -> tuple[list[tuple[str, Any]], set[str]]:
-    """The images of `to_caption` this worker now holds a lease on and must caption, and the leases.
-
-    Claim first, then look again: a worker writes its part before releasing its leases, so an
-    image whose result landed meanwhile is found here (a hit, lease dropped); one another live
-    worker holds goes to state.deferred.
-    """
-    shas = [sha for sha, _ in to_caption]
-    claimed = cache.claim(shas, spec.fingerprint)
-    landed = cache.get_many(shas, spec.fingerprint)
+    """The images of `to_caption` this worker now holds a lease on and must caption, and the leases
+    (claim_batch); an image whose result landed meanwhile is a hit, one another live worker holds
+    goes to state.deferred."""
+    mine, landed = claim_batch(cache, [sha for sha, _ in to_caption], spec.fingerprint, retry_failed=cfg.retry_failed,
+                               started=state.started)
     work = {w.sha: w for w in batch}
-    mine: list[tuple[str, Any]] = []
+    kept: list[tuple[str, Any]] = []
     for sha, img in to_caption:
         row = landed.get(sha)
-        if row is not None and (row.status == "ok" or not cfg.retry_failed or row.created_at >= state.started):
+        if row is not None:
             state.sha_result[sha] = (row.caption, row.status)
             state.hit()
             if row.status == "ok":
                 scored.append((sha, img, row.caption))
-        elif sha in claimed:
-            mine.append((sha, img))
+        elif sha in mine:
+            kept.append((sha, img))
         else:
             state.deferred.append(work[sha])
-    kept = {sha for sha, _ in mine}
-    cache.release(claimed - kept, spec.fingerprint)
-    return mine, kept
+    return kept, mine
+
+
+def claim_batch(cache: CaptionCache, shas: list[str], fingerprint: str, *, retry_failed: bool,
+                started: float) -> tuple[set[str], dict[str, CachedCaption]]:
+    """Of the images a worker is about to caption: those it now holds a lease on and must caption,
+    and those whose result landed meanwhile (sha256 -> the cached row). The rest are held by another
+    live worker: ask again later (their part lands, or their lease lapses).
+
+    Claim first, then look again: a worker writes its part before releasing its leases, so a result
+    that landed between the caller's lookup and this claim is found here and not captioned twice.
+    A landed failure counts even with `retry_failed` when this run wrote it (created after `started`).
+    The caller appends its results as one part, then releases its leases (CaptionCache.release).
+    """
+    claimed = cache.claim(shas, fingerprint)
+    landed = {sha: row for sha, row in cache.get_many(shas, fingerprint).items()
+              if row.status == "ok" or not retry_failed or row.created_at >= started}
+    mine = claimed - set(landed)
+    cache.release(claimed - mine, fingerprint)
+    return mine, landed
+
+
+def open_cache(cfg: CaptionSettings, cache_dir: str | Path | None = None) -> CaptionCache:
+    """The cache of `cache_dir` (default cfg.cache) with cfg's lease length and blob bound."""
+    return CaptionCache(cache_dir or cfg.cache, lease_s=cfg.cache_lease_s, blob_max_bytes=cfg.fetch_cache_max_bytes)
+
+
+def hash_refs(refs: list[str], images_root, cfg: CaptionSettings, cache_dir: str | Path | None = None) -> list[FetchedImage]:
+    """Status and sha256 of each ref (no bytes), in no particular order. URLs go through the cache's
+    fetch records (read_through_cache), so a rebuild downloads nothing fetched before; refs without
+    a URL leave the cache alone."""
+    from pinfeatures.caption.images import ImageSettings, hash_images, is_url
+
+    settings = ImageSettings.from_caption_config(cfg)
+    if not any(is_url(r) for r in refs):
+        return list(hash_images(refs, images_root, settings))
+    workers = max(1, cfg.fetch_concurrency)
+    with open_cache(cfg, cache_dir) as cache:  # closing trims the blobs the new fetches added
+        return [FetchedImage(f.ref, f.status, None, f.sha256, f.detail)
+                for f in read_through_cache(refs, images_root, settings, cache, retry_failed=cfg.retry_failed, workers=workers,
+                                            window=2 * workers)]
 
 
 def read_through_cache(refs: list[str], images_root, settings, cache: CaptionCache, *, retry_failed: bool, workers: int,
@@ -577,4 +611,4 @@ def _stats_skipped(n: int, seconds: float) -> dict:
     }
 
 
-__all__ = ["OUTPUT_SCHEMA", "caption_pins", "read_through_cache"]
+__all__ = ["OUTPUT_SCHEMA", "caption_pins", "claim_batch", "hash_refs", "open_cache", "read_through_cache"]

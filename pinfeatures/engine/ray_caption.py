@@ -1,17 +1,25 @@
 """The caption stage as a Ray Data pipeline (`--engine ray`): the same rows as caption.loop.caption_pins.
 
-    unique refs ─► map_batches(_hash_batch)   CPU tasks: read + sha256 (statuses for bad refs)
+    unique refs ─► map_batches(_hash_batch)   CPU tasks: read + sha256 (statuses for bad refs), URLs
+                                              through the cache's fetch records (nothing fetched twice)
         ─► driver: one ref per sha256, caption cache lookup (hits never reach the model)
-        ─► map_batches(_decode_batch)         CPU tasks: read + decode at the model's input size
+        ─► map_batches(_decode_batch)         CPU tasks: read (URL bytes from the cache's blobs) +
+                                              decode at the model's input size
         ─► map_batches(_CaptionActor)          actor pool: the model, `num_gpus` 1 per actor on
                                               GPU nodes (CPU actors when there is none), batches
-                                              of caption.batch_size
-        ─► driver: cache rows, caption.loop's assembly (quality filter, statuses per pin)
+                                              of caption.batch_size; each batch claims its images
+                                              (leases), captions them and appends one cache part
+        ─► driver: caption.loop's assembly (quality filter, statuses per pin)
 
 A bad image is a row with its status (missing, unreadable, too_large, fetch_failed, ...); a model
 failure on one image is `error` (caption.loop._caption_resilient: one poison image fails alone, a
-CUDA OOM halves the batch); no row is ever dropped. Ray Data restarts an actor that dies and runs
-its batch again. Each sha256 reaches the model once per run: the driver sends one ref per sha256.
+CUDA OOM halves the batch); no row is ever dropped. Each sha256 reaches the model once per run:
+the driver sends one ref per sha256, and an actor takes a lease on each image before captioning it
+(caption.loop.claim_batch), so two runs sharing a cache never caption one image twice: an image
+another worker holds is waited for (its part lands, or its lease lapses). The actor writes its
+batch's part before releasing the leases, so a killed actor or driver loses at most the batches
+in flight; Ray Data restarts a dead actor and runs its batch again, breaking the dead process's
+leases at once (same host) or when they expire.
 The CLIP check is not part of this pipeline (ConfigError); the local engine runs it.
 """
 
@@ -27,32 +35,40 @@ import numpy as np
 import polars as pl
 
 from pinfeatures.caption.backends import ModelSpec, load_captioner, resolve_device, resolve_dtype, resolve_model
-from pinfeatures.caption.cache import CaptionCache
-from pinfeatures.caption.images import ImageError, ImageSettings, decode_image, hash_images, read_images
-from pinfeatures.caption.loop import _assemble, _caption_resilient, _check_pins, _RunState, caption_pins
+from pinfeatures.caption.images import ImageError, ImageSettings, decode_image, is_url, read_images
+from pinfeatures.caption.loop import (_DEFER_POLL_S, _assemble, _caption_resilient, _check_pins, _RunState, caption_pins,
+                                      claim_batch, hash_refs, open_cache, read_through_cache)
 from pinfeatures.caption.settings import CaptionSettings
 from pinfeatures.errors import ConfigError
 
 KILL_ONCE_ENV = "PINFEATURES_TEST_KILL_ACTOR_ONCE"
-"""Tests: a file path; the first actor call that finds the file deletes it and kills its process."""
+"""Tests: a file path; the first actor call that finds the file deletes it and kills its process
+once it holds its batch's leases."""
 
 
-def _hash_batch(batch: dict[str, Any], images_root: str | None, settings: ImageSettings, workers: int) -> dict[str, Any]:
-    root = Path(images_root) if images_root else None
-    got = list(hash_images(list(batch["ref"]), root, settings, workers=workers))
+def _hash_batch(batch: dict[str, Any], images_root: str | None, cfg: CaptionSettings, cache_dir: str) -> dict[str, Any]:
+    got = hash_refs(list(batch["ref"]), Path(images_root) if images_root else None, cfg, cache_dir)
     return {"ref": [g.ref for g in got], "status": [g.status for g in got], "sha256": [g.sha256 for g in got]}
 
 
-def _decode_batch(batch: dict[str, Any], images_root: str | None, settings: ImageSettings, workers: int,
-                  max_pixels: int, target_size: int | None) -> dict[str, Any]:
+def _decode_batch(batch: dict[str, Any], images_root: str | None, cfg: CaptionSettings, cache_dir: str,
+                  target_size: int | None) -> dict[str, Any]:
     root = Path(images_root) if images_root else None
+    refs = list(batch["ref"])
+    settings = ImageSettings.from_caption_config(cfg)
+    workers = max(1, cfg.fetch_concurrency)
+    if any(is_url(r) for r in refs):  # the hash stage fetched them: their bytes come from the cache's blobs
+        read = read_through_cache(refs, root, settings, open_cache(cfg, cache_dir), retry_failed=cfg.retry_failed, workers=workers,
+                                  window=2 * workers, bytes_needed=set)  # every image's bytes
+    else:
+        read = read_images(refs, root, settings, workers=workers)
     shas, images, statuses, details = [], [], [], []
-    for fetched in read_images(list(batch["ref"]), root, settings, workers=workers):
+    for fetched in read:
         shas.append(fetched.sha256)
         try:
             if fetched.status != "ok":
                 raise ImageError(fetched.status, fetched.detail)
-            images.append(np.asarray(decode_image(fetched.data, max_pixels=max_pixels, target_size=target_size), dtype=np.uint8))
+            images.append(np.asarray(decode_image(fetched.data, max_pixels=cfg.max_image_pixels, target_size=target_size), dtype=np.uint8))
             statuses.append("ok")
             details.append(None)
         except ImageError as exc:
@@ -67,32 +83,59 @@ def _decode_batch(batch: dict[str, Any], images_root: str | None, settings: Imag
 
 
 class _CaptionActor:
-    """One loaded model; captions a batch of decoded images, keeping every row."""
+    """One loaded model and a handle on the shared cache; captions a batch of decoded images, keeping
+    every row: claims each image (caption.loop.claim_batch), captions those it holds, appends one
+    cache part and releases the leases; images other workers hold are waited for."""
 
-    def __init__(self, spec: ModelSpec, cfg: CaptionSettings, device: str, dtype: str):
+    def __init__(self, spec: ModelSpec, cfg: CaptionSettings, device: str, dtype: str, cache_dir: str, started: float):
         self.captioner = load_captioner(spec, cfg, device=device, dtype=dtype)
-        self.state = _RunState(batch_size=cfg.batch_size)
+        self.state = _RunState(batch_size=cfg.batch_size, started=started)
+        self.cache = open_cache(cfg, cache_dir)
+        self.spec, self.retry_failed = spec, cfg.retry_failed
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         from PIL import Image
 
-        marker = os.environ.get(KILL_ONCE_ENV)
-        if marker and os.path.exists(marker):
-            os.remove(marker)
-            os._exit(1)  # a dead actor, as a kill -9 or a lost node leaves it
+        shas = list(batch["sha256"])
         statuses = list(batch["status"])
-        captions: list[str | None] = [None] * len(statuses)
         details = list(batch["detail"])
-        ok = [i for i, s in enumerate(statuses) if s == "ok"]
-        t = time.perf_counter()
-        results = _caption_resilient(self.captioner, [Image.fromarray(np.asarray(batch["image"][i], dtype=np.uint8)) for i in ok], self.state) if ok else []
-        for i, (text, err) in zip(ok, results):
-            if err is None:
-                captions[i] = text
-            else:
-                statuses[i], details[i] = "error", err
-        seconds = [time.perf_counter() - t] + [0.0] * (len(statuses) - 1)
-        return {"sha256": list(batch["sha256"]), "caption": captions, "status": statuses, "detail": details, "model_seconds": seconds}
+        captions: list[str | None] = [None] * len(statuses)
+        hits = [False] * len(statuses)
+        fp, name = self.spec.fingerprint, self.spec.name
+        # decode failures are keyed by sha256 and cached like captions (a fetch failure has no sha256)
+        rows = [(shas[i], fp, None, statuses[i], name, details[i]) for i in range(len(shas)) if statuses[i] != "ok" and shas[i]]
+        waiting = [i for i, s in enumerate(statuses) if s == "ok"]
+        model_seconds = 0.0
+        while True:
+            mine, landed = claim_batch(self.cache, [shas[i] for i in waiting], fp, retry_failed=self.retry_failed, started=self.state.started)
+            marker = os.environ.get(KILL_ONCE_ENV)
+            if marker and os.path.exists(marker):
+                os.remove(marker)
+                os._exit(1)  # a dead actor holding leases, as a kill -9 or a lost node leaves it
+            for i in waiting:
+                if shas[i] in landed:  # another worker's result
+                    row = landed[shas[i]]
+                    captions[i], statuses[i], details[i], hits[i] = row.caption, row.status, row.detail, True
+            ok = [i for i in waiting if shas[i] in mine]
+            t = time.perf_counter()
+            results = _caption_resilient(self.captioner, [Image.fromarray(np.asarray(batch["image"][i], dtype=np.uint8)) for i in ok], self.state) if ok else []
+            model_seconds += time.perf_counter() - t
+            for i, (text, err) in zip(ok, results):
+                if err is None:
+                    captions[i] = text
+                else:
+                    statuses[i], details[i] = "error", err
+                rows.append((shas[i], fp, captions[i], statuses[i], name, details[i]))
+            self.cache.put_many(rows)  # one part for the batch, then the leases go
+            self.cache.release(mine, fp)
+            rows = []
+            waiting = [i for i in waiting if shas[i] not in mine and shas[i] not in landed]
+            if not waiting:
+                break
+            if not mine and not landed:  # nothing settled this round: give the other workers time
+                time.sleep(_DEFER_POLL_S)
+        seconds = [model_seconds] + [0.0] * (len(statuses) - 1)
+        return {"sha256": shas, "caption": captions, "status": statuses, "detail": details, "hit": hits, "model_seconds": seconds}
 
 
 def _target_size(spec: ModelSpec, cfg: CaptionSettings) -> int | None:
@@ -128,11 +171,10 @@ def caption_pins_ray(pins: pl.DataFrame, cfg: CaptionSettings, *, images_root: P
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda"):
         device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
-    settings = ImageSettings.from_caption_config(cfg)
     root = str(images_root) if images_root is not None else None
-    workers = max(1, cfg.fetch_concurrency)
+    cache_dir = str(cache_dir)
     state = _RunState(batch_size=cfg.batch_size)
-    cache = CaptionCache(cache_dir)
+    cache = open_cache(cfg, cache_dir)
     try:
         spec = resolve_model(cfg, file_hash=cache.file_sha256)
         cache.remember_fingerprint(spec.fingerprint, json.dumps(spec.identity, sort_keys=True, default=str))
@@ -140,7 +182,7 @@ def caption_pins_ray(pins: pl.DataFrame, cfg: CaptionSettings, *, images_root: P
         first_ref: dict[str, str] = {}
         if unique:
             hashed = ray.data.from_items([{"ref": r} for r in unique]).map_batches(
-                _hash_batch, batch_size=256, fn_kwargs={"images_root": root, "settings": settings, "workers": workers}, num_cpus=1
+                _hash_batch, batch_size=256, fn_kwargs={"images_root": root, "cfg": cfg, "cache_dir": cache_dir}, num_cpus=1
             ).take_all()
             for row in hashed:
                 state.ref_status[row["ref"]] = (row["status"], row["sha256"])
@@ -159,20 +201,21 @@ def caption_pins_ray(pins: pl.DataFrame, cfg: CaptionSettings, *, images_root: P
             n_actors = actors or max(1, gpus)
             captioned = ray.data.from_items([{"ref": r} for r in todo]).map_batches(
                 _decode_batch, batch_size=cfg.batch_size, num_cpus=1,
-                fn_kwargs={"images_root": root, "settings": settings, "workers": workers, "max_pixels": cfg.max_image_pixels,
-                           "target_size": _target_size(spec, cfg)},
+                fn_kwargs={"images_root": root, "cfg": cfg, "cache_dir": cache_dir, "target_size": _target_size(spec, cfg)},
             ).map_batches(
                 _CaptionActor, batch_size=cfg.batch_size, concurrency=n_actors, num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1,
-                fn_constructor_kwargs={"spec": spec, "cfg": cfg, "device": device, "dtype": dtype}, max_restarts=-1, max_task_retries=-1,
+                fn_constructor_kwargs={"spec": spec, "cfg": cfg, "device": device, "dtype": dtype, "cache_dir": cache_dir,
+                                       "started": state.started},
+                max_restarts=-1, max_task_retries=-1,
             ).take_all()
-            rows = []
-            for r in captioned:
+            for r in captioned:  # the actors stored them in the cache, a part per batch
                 state.sha_result[r["sha256"]] = (r["caption"], r["status"])
-                state.captioned += int(r["status"] == "ok")
-                state.model_errors += int(r["status"] == "error")
+                if r["hit"]:
+                    state.hit()
+                else:
+                    state.captioned += int(r["status"] == "ok")
+                    state.model_errors += int(r["status"] == "error")
                 state.model_seconds += float(r["model_seconds"])
-                rows.append((r["sha256"], spec.fingerprint, r["caption"], r["status"], spec.name, r["detail"]))
-            cache.put_many(rows)
     finally:
         cache.close()
     frame, counts = _assemble(pin_ids, refs, state, cfg, None)
