@@ -12,7 +12,7 @@ Out: Aggregates: pin_boards(pin_id, boards: list[str]), pin_queries(pin_id, quer
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import polars as pl
@@ -33,6 +33,8 @@ class Aggregates:
     stats: dict[str, Any]
     parts: dict[str, pl.DataFrame] | None = None
     """A shard's query_traffic, query_users, query_locales (sql/query_parts.sql), for combine_queries."""
+    warnings: list[str] = field(default_factory=list)
+    """Already on stderr; the build adds them to the manifest's warnings (and --strict stops on them)."""
 
 
 QUERY_PARTS = ("query_traffic", "query_users", "query_locales")
@@ -63,15 +65,16 @@ def aggregate(
     """Run sql/board_titles.sql, query_norm.sql (normalised here), query_pairs.sql, query_events.sql, query_parts.sql, top_queries.sql, query_pins.sql, queries.sql.
 
     k counts distinct users (user ids canonical, null ones no user: validate.py). Engagements with
-    no user id at all fall back to counting engaged events, with a warning on stderr, or an
-    InputError with `require_users`. `use_users`: a shard gets the whole input's answer (so every
-    shard counts alike; the driver warns once); None: decide from these engagements.
+    no user id at all fall back to counting engaged events, with a warning on stderr and in
+    `warnings`, or an InputError with `require_users`. `use_users`: a shard gets the whole input's
+    answer (so every shard counts alike; the driver warns once); None: decide from these engagements.
     `query_parts`: return the per-query parts (a shard) instead of the queries table.
     """
+    warnings: list[str] = []
     if use_users is None:
         use_users = has_user_ids(engagements)
         if not use_users and engagements.height:
-            no_user_ids(query_min_users, require_users)
+            warnings.append(no_user_ids(query_min_users, require_users))
     con = connect(threads=threads)
     try:
         con.register("saves", _as_table(saves, {"pin_id": pl.Utf8, "board_id": pl.Utf8}).to_arrow())
@@ -116,6 +119,7 @@ def aggregate(
         query_traffic=query_traffic,
         stats=stats,
         parts=parts,
+        warnings=warnings,
     )
 
 
@@ -153,15 +157,18 @@ def _sql_list(paths: list[str]) -> str:
     return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
 
 
-def no_user_ids(query_min_users: int, require_users: bool) -> None:
-    """Engagements without any user id: a warning on stderr, or an InputError with `require_users`."""
+def no_user_ids(query_min_users: int, require_users: bool) -> str:
+    """Engagements without any user id: a warning on stderr (returned, for the manifest), or an
+    InputError with `require_users`."""
     message = (
         "engagements have no user_id (the column is missing or every value is null or blank): "
         f"the privacy threshold k={query_min_users} counts engaged events, not distinct users"
     )
     if require_users:
         raise InputError(message + " (require_users is set)", column="user_id")
-    warn(message + "; --require-users makes this an error")
+    message += "; --require-users makes this an error"
+    warn(message)
+    return message
 
 
 def has_user_ids(engagements: pl.DataFrame) -> bool:

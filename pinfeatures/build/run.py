@@ -112,6 +112,8 @@ def _build_into(writer: BuildWriter, cfg: BuildSettings, variants: list[str], co
             query_top_pins=cfg.query_top_pins,
             require_users=cfg.require_users,
         )
+    read_warnings += agg.warnings  # already on stderr, like the readers'
+    _stop_if_strict(cfg, read_warnings)
     # a rejected engagement keeps its query only if that (query, pin) passed the threshold
     valid.rejects = withhold_unkept_queries(valid.rejects, agg.query_pins)
 

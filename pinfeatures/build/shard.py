@@ -340,7 +340,8 @@ def run_sharded(writer: Any, cfg: BuildSettings, variants: list[str], counter: A
                 tasks = [ShardTask(i, str(work), cfg, users_seen, tuple(located)) for i in range(n)]
                 prepared = engine.map(prepare_shard, tasks, memory_bytes=memory)
             if not users_seen and sum(p["counts"].get("engagements", {}).get("valid", 0) for p in prepared):
-                no_user_ids(cfg.min_users, cfg.require_users)
+                read_warnings.append(no_user_ids(cfg.min_users, cfg.require_users))
+                _stop_if_strict(cfg, read_warnings)
 
         shard_dirs = [t.dir for t in tasks]
         settings = LanguageSettings.from_config(cfg)

@@ -23,7 +23,8 @@ Safe fetching: each hop resolves its host once (`resolve_host`), refuses the URL
 address is not public (unless `allow_private_addresses`), and connects to the checked address
 itself, sending the name only as the Host header / TLS SNI, so DNS cannot answer differently at
 connect time (rebinding). Redirects are followed by hand, each hop checked the same way. One
-deadline (`fetch_deadline_s`) covers connecting, the headers, the body and every retry.
+deadline (`fetch_deadline_s`) covers the name lookup, connecting, the headers, the body and every
+retry.
 
 Why stdlib http.client rather than requests/httpx: the fetcher needs only GET, a deadline,
 a streamed size cap, redirects limited to http(s), retries and a connection pinned to a checked
@@ -90,7 +91,7 @@ class ImageSettings:
     fetch_concurrency: int = 8
     """Most HTTP requests in flight at once (local reads are not counted)."""
     fetch_deadline_s: float = 60.0
-    """Most seconds one image's fetch may take: connect, headers, body, redirects and retries together,
+    """Most seconds one image's fetch may take: name lookups, connect, headers, body, redirects and retries together,
     so a server dripping one byte per timeout cannot hold a worker."""
     fetch_backoff_s: float = 0.5
     """First retry waits about this long, doubling each retry (with jitter), capped at 8 s."""
@@ -335,14 +336,44 @@ def address_problem(ip: str) -> str | None:
     return None
 
 
-def _checked_addresses(host: str, port: int, settings: ImageSettings) -> list[str]:
+def _resolve_by(host: str, port: int, settings: ImageSettings, deadline: float) -> list[str]:
+    """resolve_host, waiting at most until the fetch deadline.
+
+    getaddrinfo has no timeout of its own (a dead resolver holds the caller for the system's
+    retries, often 20 s or more), so the lookup runs in a daemon thread of its own and the fetch
+    gives up at the deadline; the abandoned thread ends when the lookup returns. A thread per
+    lookup, not a pool: hung lookups cannot use up the workers that later fetches need.
+    """
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise _Retryable(_deadline_detail(settings, f"before resolving {host!r}"))
+    answer: dict[str, object] = {}
+    done = threading.Event()
+
+    def lookup() -> None:
+        try:
+            answer["ips"] = resolve_host(host, port)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the fetching thread
+            answer["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=lookup, name="pinfeatures-resolve", daemon=True).start()
+    if not done.wait(remaining):
+        raise _Retryable(_deadline_detail(settings, f"while resolving {host!r}"))
+    if "error" in answer:
+        raise answer["error"]  # type: ignore[misc]
+    return answer["ips"]  # type: ignore[return-value]
+
+
+def _checked_addresses(host: str, port: int, settings: ImageSettings, deadline: float) -> list[str]:
     """The addresses to connect to for `host`, each one allowed; ImageError `blocked_address` when any is not.
 
     Any blocked address blocks the host: a name that answers with one public and one private
     address would otherwise reach the private one on a retry or a second connect.
     """
     try:
-        ips = resolve_host(host, port)
+        ips = _resolve_by(host, port, settings, deadline)
     except socket.gaierror as exc:
         if exc.errno == socket.EAI_NONAME:
             raise ImageError("fetch_failed", f"host {host!r} not found") from None
@@ -468,7 +499,7 @@ def _connect(parts: urllib.parse.SplitResult, settings: ImageSettings, deadline:
     port = parts.port or (443 if https else 80)
     host = parts.hostname or ""
     last = "no address"
-    for ip in _checked_addresses(host, port, settings):
+    for ip in _checked_addresses(host, port, settings, deadline):
         conn = _PinnedConnection(host, port, ip, _TLS if https else None, settings.fetch_timeout_s, deadline)
         try:
             conn.connect()

@@ -265,7 +265,8 @@ class EmbeddingCache:
     """Embeddings of one encoder on disk, keyed by text sha256: a folder of Parquet parts
     (`text_sha256`, `embedding` as a fixed-size float32 array). Each run that embeds something
     adds one part, written to a temporary name and renamed, so a reader never sees half a part;
-    past CACHE_PARTS_BEFORE_COMPACTION parts they are merged into one.
+    past CACHE_PARTS_BEFORE_COMPACTION parts they are merged into one, one run at a time (a lock
+    file), so runs sharing the cache lose nothing.
     """
 
     folder: Path
@@ -315,12 +316,26 @@ class EmbeddingCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         frame = pl.DataFrame({"text_sha256": list(keys), "embedding": vectors.astype(np.float32)})
         self._write(frame)
-        parts = self._parts()
-        if len(parts) > CACHE_PARTS_BEFORE_COMPACTION:
-            merged = pl.concat([pl.read_parquet(p) for p in parts], how="vertical").unique("text_sha256", keep="first")
-            self._write(merged)
-            for p in parts:
-                p.unlink(missing_ok=True)
+        self._compact()
+
+    def _compact(self) -> None:
+        """Past CACHE_PARTS_BEFORE_COMPACTION parts, merge them into one, under `.compact.lock`: two
+        runs sharing the cache would otherwise merge the same parts and one would find them gone.
+        A run that finds the lock held skips (the holder is merging); parts written meanwhile are
+        not listed, so not deleted; readers retry a part merged away between listing and reading."""
+        from filelock import FileLock, Timeout
+
+        try:
+            with FileLock(str(self.folder / ".compact.lock"), timeout=0):
+                parts = self._parts()
+                if len(parts) <= CACHE_PARTS_BEFORE_COMPACTION:
+                    return
+                merged = pl.concat([pl.read_parquet(p) for p in parts], how="vertical").unique("text_sha256", keep="first")
+                self._write(merged)
+                for p in parts:
+                    p.unlink(missing_ok=True)
+        except Timeout:
+            return
 
     def _write(self, frame: pl.DataFrame) -> None:
         name = f"part-{uuid.uuid4().hex}.parquet"

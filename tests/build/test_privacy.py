@@ -104,6 +104,33 @@ def test_require_users_from_the_command_line_and_toml_exits_2(tmp_path):
     assert "pinfeatures: warning: engagements have no user_id" in proc.stderr  # shown even with --quiet
 
 
+@pytest.mark.parametrize("shards", [0, 2])
+def test_no_user_ids_warning_goes_to_the_manifest_and_strict_stops_on_it(tmp_path, capfd, shards):
+    from click.testing import CliRunner
+
+    from pinfeatures.cli import cli
+
+    t = small_tables()
+    t["engagements"] = t["engagements"].with_columns(pl.lit(None, pl.Utf8).alias("user_id"))
+    folder = write_inputs(tmp_path / "in", t, "parquet")
+    out = tmp_path / "out"
+    manifest = build(out, input=str(folder), shards=shards)
+    warning = ("engagements have no user_id (the column is missing or every value is null or blank): the privacy "
+               "threshold k=3 counts engaged events, not distinct users; --require-users makes this an error")
+    assert manifest["warnings"] == [warning]
+    assert capfd.readouterr().err.count("warning: engagements have no user_id") == 1  # on stderr once
+    before = (out / "manifest.json").read_text()
+    result = CliRunner().invoke(cli, ["build", "--input", str(folder), "--out", str(out), "--shards", str(shards), "--strict",
+                                      "--quiet", "--cache", str(tmp_path / "c")])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+    # like a reading warning under --strict: the warning as it happened, then the one-line error
+    assert result.stderr.splitlines() == [f"pinfeatures: warning: {warning}", f"pinfeatures: error: --strict: {warning}; nothing was committed"]
+    assert (out / "manifest.json").read_text() == before  # the previous build, as it was
+    # users present: no warning, and --strict builds
+    clean = write_inputs(tmp_path / "in2", small_tables(), "parquet")
+    assert build(tmp_path / "out2", input=str(clean), shards=shards, strict=True)["warnings"] == []
+
+
 def _reject_build(tmp_path) -> tuple[pl.DataFrame, dict]:
     """A build whose rejected rows carry user ids, a query that passed k and one that did not, and
     unparsable lines holding personal data."""

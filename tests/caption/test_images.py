@@ -12,6 +12,7 @@ import os
 import socket
 import struct
 import sys
+import threading
 import time
 import warnings
 import zlib
@@ -725,6 +726,36 @@ def test_name_resolving_to_a_private_address_is_blocked(server: ImageServer, fak
     assert got.status == "blocked_address" and "a link-local address" in got.detail
     assert lookups == ["images.example", "mixed.example", "v6.example"]  # blocked is final: no retry
     assert connects == [] and sum(server.hits.values()) == 0
+
+
+def test_a_hanging_name_lookup_fails_at_the_fetch_deadline(monkeypatch):
+    release = threading.Event()
+    lookups = []
+
+    def hang(host, port):  # a resolver that never answers (until the test lets it go)
+        lookups.append(host)
+        release.wait(60)
+        raise socket.gaierror(socket.EAI_AGAIN, "let go by the test")
+
+    monkeypatch.setattr(images_mod, "resolve_host", hang)
+    started = time.monotonic()
+    try:
+        got = one("http://hangs.example/a.png", None, ImageSettings(fetch_retries=3, fetch_backoff_s=0.01, fetch_deadline_s=0.5))
+    finally:
+        release.set()
+    assert 0.5 <= time.monotonic() - started < 5  # the deadline, not the resolver, ended the wait
+    assert (got.status, got.data, got.sha256) == ("fetch_failed", None, None)
+    assert got.detail == "timed out: fetch_deadline_s 0.5 s passed while resolving 'hangs.example' (after 1 attempt)"
+    assert lookups == ["hangs.example"]  # no retry starts after the deadline
+
+
+def test_name_lookup_errors_still_reach_the_fetch(monkeypatch):
+    def fail(host, port):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(images_mod, "resolve_host", fail)
+    got = one("http://nowhere.example/a.png", None, ImageSettings(fetch_retries=2, fetch_backoff_s=0.01))
+    assert (got.status, got.detail) == ("fetch_failed", "host 'nowhere.example' not found")
 
 
 def test_connection_is_pinned_to_the_checked_address(server: ImageServer, fake_dns):

@@ -2,6 +2,9 @@
 
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -183,3 +186,48 @@ def test_cache_compacts_its_parts(tiny, tmp_path, monkeypatch):
     vectors = embed_module.embed(enc, WORDS[:5], cache=cache)
     assert cache.hits == 5
     np.testing.assert_allclose(vectors, enc.encode(WORDS[:5]), atol=1e-6)
+
+
+STORE_WORKER = """
+import sys
+from pathlib import Path
+import numpy as np
+from pinfeatures.evaluate import embed as embed_module
+embed_module.CACHE_PARTS_BEFORE_COMPACTION = 2  # compact on almost every store: the two runs collide
+cache = embed_module.EmbeddingCache(Path(sys.argv[1]))
+print("ready", flush=True)
+sys.stdin.readline()
+for i in range(int(sys.argv[3])):
+    cache.store([f"{sys.argv[2]}-{i}"], np.full((1, 4), i, dtype=np.float32))
+"""
+
+
+def test_two_processes_sharing_a_cache_keep_every_entry(tmp_path):
+    """Two evaluate runs storing into one embedding cache at once, compacting as they go: no run
+    fails on a part the other merged away, and no entry is lost."""
+    from pinfeatures.evaluate.embed import EmbeddingCache
+
+    script = tmp_path / "worker.py"
+    script.write_text(STORE_WORKER)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    n = 60
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "cache"), tag, str(n)], env=env, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for tag in ("a", "b")]
+    try:
+        for p in procs:
+            assert p.stdout.readline().strip() == "ready", p.stderr.read()[-2000:]
+        for p in procs:  # both start together
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        for p in procs:
+            _, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err[-2000:]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    keys = [f"{tag}-{i}" for tag in ("a", "b") for i in range(n)]
+    vectors, found = EmbeddingCache(tmp_path / "cache").lookup(keys)
+    assert found.all(), [k for k, f in zip(keys, found) if not f]
+    np.testing.assert_array_equal(vectors[:, 0], [i for _ in ("a", "b") for i in range(n)])
+    assert len(list((tmp_path / "cache").glob("part-*.parquet"))) < n  # compacted as they went (120 parts were written)
