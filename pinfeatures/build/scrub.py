@@ -67,7 +67,7 @@ _WEBMAIL = "gmail|googlemail|yahoo|ymail|hotmail|outlook|msn|icloud|aol|proton|p
 
 
 
-def _grouped_digits_pattern() -> str:
+def _grouped_digits_pattern() -> str:  # pragma: no mutate block (runs at import; scripts/mutation.sh mutates it by hand)
     """Every split of 7 or 8 digits into 2-4 groups (the first of 1-4 digits, the others of 2-7),
     joined by a space or a dash; 4-2-2 and 2-2-4 only by spaces (with dashes they are dates)."""
     from itertools import product
@@ -316,20 +316,39 @@ def normalize_phrase(text: str | None, max_chars: int = MAX_PHRASE_CHARS) -> str
     return normalize_phrases([text], max_chars)[0]
 
 
-def clean_text(text: str | None, max_chars: int) -> str | None:
-    """Unescape entities, then strip HTML tags (so `&lt;b&gt;` goes too), drop control/invisible
-    characters, collapse whitespace, cap length.
+MAX_CLEAN_PASSES = 4
+"""clean_text repeats its pass until nothing changes (`&amp;lt;` -> `&lt;` -> `<`); a text still
+changing after this many passes (entities nested deeper, built to wear the cleaner down) is dropped
+(None), so the work is bounded and the result is a fixed point: cleaning is idempotent."""
 
-    Returns None for None or for text that is empty after cleaning.
-    Reference implementation: `text.normalise_pins` does the same on whole columns with Polars.
-    """
-    if text is None:
-        return None
+
+def _clean_pass(text: str) -> str:
     if "&" in text:
         text = html.unescape(text)
     text = _TAG_RE.sub(" ", text)
     text = _CONTROL_RE.sub(" ", _INVISIBLE_RE.sub("", text))
-    text = _WS_RE.sub(" ", text).strip()
+    return _WS_RE.sub(" ", text).strip()
+
+
+def clean_text(text: str | None, max_chars: int) -> str | None:
+    """Unescape entities, then strip HTML tags (so `&lt;b&gt;` goes too), drop control/invisible
+    characters, collapse whitespace; repeat until nothing changes (at most MAX_CLEAN_PASSES passes,
+    else None); cap length.
+
+    A pass whose result has no `&` and no `<` left is the last: nothing a further pass could
+    decode or strip. Returns None for None or for text that is empty after cleaning.
+    Reference implementation: `text.normalise_pins` does the same on whole columns with Polars.
+    """
+    if text is None:
+        return None
+    for _ in range(MAX_CLEAN_PASSES):
+        cleaned = _clean_pass(text)
+        settled = cleaned == text or ("&" not in cleaned and "<" not in cleaned)
+        text = cleaned
+        if settled:
+            break
+    else:
+        return None  # still changing: no fixed point in reach, keep nothing
     if len(text) > max_chars:
         text = text[:max_chars].rstrip()
     return text or None

@@ -3,7 +3,8 @@
 In:  pins(pin_id, title, description, ...) valid rows.
 Out: the same frame with `title` and `description` cleaned: entities unescaped, then HTML tags
      stripped (so an entity-encoded `&lt;script&gt;` goes too), control and invisible characters (bidi overrides, zero-width space, BOM)
-     removed, whitespace collapsed, length capped at `max_chars`; empty becomes null.
+     removed, whitespace collapsed, repeated until nothing changes (`&amp;lt;` -> `<`; a value still
+     changing after MAX_CLEAN_PASSES becomes null), length capped at `max_chars`; empty becomes null.
 
 `pinfeatures.build.scrub.clean_text` is the one-string reference of the same rules (tests hold
 the two equal); this module runs them on whole columns, in Rust, except entity unescaping,
@@ -16,7 +17,7 @@ import html
 
 import polars as pl
 
-from pinfeatures.build.scrub import CONTROL_PATTERN, INVISIBLE_PATTERN, TAG_PATTERN
+from pinfeatures.build.scrub import CONTROL_PATTERN, INVISIBLE_PATTERN, MAX_CLEAN_PASSES, TAG_PATTERN
 
 
 def _unescape(series: pl.Series) -> pl.Series:
@@ -29,17 +30,42 @@ def _unescape(series: pl.Series) -> pl.Series:
     return pl.Series(series.name, values, dtype=pl.Utf8)
 
 
-def clean_column(column: str, max_chars: int) -> pl.Expr:
-    """An expression that cleans one text column (see the module docstring)."""
-    expr = (
-        pl.col(column)
-        .cast(pl.Utf8)
-        .map_batches(_unescape, return_dtype=pl.Utf8)  # before tags: `&lt;script&gt;` is a tag too
+def _clean_pass(series: pl.Series) -> pl.Series:
+    return (
+        _unescape(series)  # before tags: `&lt;script&gt;` is a tag too
         .str.replace_all(TAG_PATTERN, " ")
         .str.replace_all(INVISIBLE_PATTERN, "")
         .str.replace_all(CONTROL_PATTERN, " ")
         .str.replace_all(r"\s+", " ")
         .str.strip_chars()
+    )
+
+
+def _clean_until_stable(series: pl.Series) -> pl.Series:
+    """`scrub.clean_text`'s passes on a whole column: each pass after the first revisits only the
+    values the previous one left unsettled (changed, with a `&` or `<` left); a value unsettled
+    after MAX_CLEAN_PASSES becomes null."""
+    current = series
+    todo = pl.Series("i", range(len(series)), dtype=pl.UInt32).filter(series.is_not_null())
+    for _ in range(MAX_CLEAN_PASSES):
+        if todo.len() == 0:
+            break
+        before = current.gather(todo)
+        after = _clean_pass(before)
+        unsettled = (after != before) & after.str.contains("[&<]")
+        current = current.scatter(todo, after)
+        todo = todo.filter(unsettled)
+    if todo.len():  # still changing: no fixed point in reach, keep nothing
+        current = current.scatter(todo, pl.Series([None] * todo.len(), dtype=pl.Utf8))
+    return current
+
+
+def clean_column(column: str, max_chars: int) -> pl.Expr:
+    """An expression that cleans one text column (see the module docstring)."""
+    expr = (
+        pl.col(column)
+        .cast(pl.Utf8)
+        .map_batches(_clean_until_stable, return_dtype=pl.Utf8)
         .str.slice(0, max_chars)
         .str.strip_chars()
     )

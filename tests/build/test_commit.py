@@ -66,6 +66,7 @@ STEPS_OLD = ["locked", "table:features", "table:texts", "table:query_pins", "tab
 STEPS_NEW = ["swapped", "committed"]
 
 
+@pytest.mark.slow  # real builds killed in a subprocess: left out of the mutation runs (scripts/mutation.sh), not of the suite
 @pytest.mark.parametrize("step", STEPS_OLD + STEPS_NEW)
 def test_kill_9_leaves_the_old_build_or_the_new_one(step, old_build, tmp_path):
     src, old_id = old_build
@@ -91,6 +92,7 @@ def test_kill_9_leaves_the_old_build_or_the_new_one(step, old_build, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out")) == [".out.lock", ".out.lock.json"]
 
 
+@pytest.mark.slow  # real builds killed in a subprocess: left out of the mutation runs (scripts/mutation.sh), not of the suite
 def test_kill_9_before_the_first_commit_leaves_no_folder(tmp_path):
     inputs = write_inputs(tmp_path / "in", small_tables())
     proc = start_build(inputs, tmp_path / "out", tmp_path, "swap")
@@ -100,6 +102,7 @@ def test_kill_9_before_the_first_commit_leaves_no_folder(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # real builds killed in a subprocess: left out of the mutation runs (scripts/mutation.sh), not of the suite
 def test_a_second_build_stops_at_once_naming_the_first(tmp_path):
     inputs = write_inputs(tmp_path / "in", small_tables())
     out = tmp_path / "out"

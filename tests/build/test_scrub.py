@@ -60,7 +60,7 @@ SCRUBBED = {
     "url_scheme": [("https://evil.example.com/board?x=1", ""), ("red dress https://shop.example.com/x?y=z sale", "red dress sale"),
                    ("ftp://files.internal/a", "")],
     "url_defanged": [("hxxp://evil[.]com", ""), ("hxxps://evil[.]com/x cake", "cake"), ("evil[.]com", "")],
-    "url_www": [("www.spam-shop.com/cheap", ""), ("www.anything.example", "")],
+    "url_www": [("www.spam-shop.com/cheap", ""), ("www.anything.example", ""), ("www2.anything.example x", "x")],
     "url_no_scheme": [("spam-shop.com", ""), ("example.xyz/path", ""), ("shop.example.co.uk deals", "deals")],
     "combined": [("4111 1111 anna@x.io 1111 1111", ""), ("&lt;b&gt;anna@example.com&lt;/b&gt; cake", "cake")],
 }
@@ -68,7 +68,7 @@ SCRUBBED = {
 # The README's "what is not scrubbed" rows: kept as they are (folded).
 NOT_SCRUBBED = {
     "years_and_short_numbers": [("2024 cake trends", "2024 cake trends"), ("iphone 15 case", "iphone 15 case")],
-    "dates_and_times": [("2024-03-02 party", "2024-03-02 party"), ("open 10:30 today", "open 10:30 today")],
+    "dates_and_times": [("2024-03-02 party", "2024-03-02 party"), ("02-03-2024 party", "02-03-2024 party"), ("open 10:30 today", "open 10:30 today")],
     "eight_digits_or_fewer": [("code 12345678", "code 12345678"), ("12 34 56", "12 34 56"), ("size 10 12 14", "size 10 12 14")],
     "names_and_addresses": [("john smith 12 baker street", "john smith 12 baker street")],
     "handles": [("@bakerella cakes", "@bakerella cakes")],

@@ -81,3 +81,23 @@ def test_entity_encoded_markup_never_comes_out_as_markup():
     assert clean_text(raw, 4000) == "alert(1) cake <3"
     got = normalise_pins(pl.DataFrame({"pin_id": ["p"], "title": [raw], "description": ["&lt;b&gt;bold&lt;/b&gt;"]}))
     assert got.row(0) == ("p", "alert(1) cake <3", "bold")
+
+
+@pytest.mark.parametrize(
+    ("raw", "want"),
+    [
+        ("&amp;lt;b&amp;gt;cake", "cake"),  # double-escaped markup: decoded until stable, then stripped
+        ("&amp;lt;3 tea", "<3 tea"),
+        ("<<b>b>tea", "< b>tea"),  # a stripped tag becomes a space: no second tag to join
+        ("<\u200bb>tea", "tea"),  # removing the invisible joins a tag
+        ("&l\u200bt;3 tea", "<3 tea"),  # ... or an entity
+        ("tom & jerry < 3", "tom & jerry < 3"),  # a bare & and < stay
+        ("&amp;amp;lt;", "<"),  # three decodings, settled by the fourth pass
+        ("&amp;amp;amp;lt;", None),  # still changing after MAX_CLEAN_PASSES: dropped
+        ("x &amp;amp;amp;amp;lt; y", None),
+    ],
+)
+def test_cleaning_repeats_until_stable(raw, want):
+    assert clean_text(raw, 4000) == want
+    got = normalise_pins(pl.DataFrame({"pin_id": ["p", "q"], "title": [raw, "&amp;lt;i&amp;gt;ok"]}))
+    assert got.get_column("title").to_list() == [want, "ok"]
