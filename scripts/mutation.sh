@@ -27,18 +27,27 @@ cd "$WORK"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=1 HYPOTHESIS_PROFILE=ci
 export PYTHONPATH="$WORK"
 
+# Each module with the tests that exercise it, cheapest first: mutmut runs once per module (its
+# own stats and clean-test passes over just these tests), so a run cut short by MUTATION_TIMEOUT
+# still gives complete scores for the modules it finished.
 MODULES=(
-    pinfeatures/build/scrub.py pinfeatures/build/text.py pinfeatures/build/validate.py pinfeatures/contracts.py
-    pinfeatures/build/tokens.py pinfeatures/build/assemble.py pinfeatures/evaluate/metrics.py
-    pinfeatures/caption/cache.py pinfeatures/buildfolder.py
+    pinfeatures/evaluate/metrics.py pinfeatures/contracts.py pinfeatures/build/text.py pinfeatures/build/tokens.py
+    pinfeatures/build/scrub.py pinfeatures/build/assemble.py pinfeatures/caption/cache.py pinfeatures/build/validate.py
+    pinfeatures/buildfolder.py
 )
-# MUTATE="a.py b.py" mutates just those (a quicker run; the README gives the score of such a run)
+declare -A TESTS_OF=(
+    [pinfeatures/evaluate/metrics.py]="tests/evaluate/test_metrics.py tests/test_properties.py"
+    [pinfeatures/contracts.py]="tests/test_contracts.py tests/test_properties.py"
+    [pinfeatures/build/text.py]="tests/build/test_text.py tests/test_properties.py"
+    [pinfeatures/build/tokens.py]="tests/build/test_tokens.py tests/build/test_assemble.py tests/test_properties.py"
+    [pinfeatures/build/scrub.py]="tests/build/test_scrub.py tests/build/test_text.py tests/test_properties.py"
+    [pinfeatures/build/assemble.py]="tests/build/test_assemble.py tests/test_properties.py"
+    [pinfeatures/caption/cache.py]="tests/caption/test_cache_shared.py tests/caption/test_loop.py"
+    [pinfeatures/build/validate.py]="tests/build/test_validate.py tests/build/test_read.py tests/test_properties.py"
+    [pinfeatures/buildfolder.py]="tests/test_buildfolder.py tests/build/test_commit.py"
+)
+# MUTATE="a.py b.py" mutates just those (a quicker run)
 if [ -n "${MUTATE:-}" ]; then read -ra MODULES <<< "$MUTATE"; fi
-TESTS=(
-    tests/build/test_scrub.py tests/build/test_text.py tests/build/test_validate.py tests/build/test_read.py
-    tests/test_contracts.py tests/build/test_tokens.py tests/build/test_assemble.py tests/evaluate/test_metrics.py
-    tests/caption/test_loop.py tests/test_buildfolder.py tests/build/test_commit.py tests/test_properties.py
-)
 # A pytest plugin for the mutant runs: each mutant's tests run fastest first (by the durations
 # mutmut measured in its stats run), so `-x` stops at the first cheap failing test (mutmut hands
 # them over in set order, so a slow test, a real build, would otherwise often run first); and the
@@ -67,24 +76,54 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: _durations.get(item.nodeid, 0.0))
 PYEOF
 toml_list() { local out="" x; for x in "$@"; do out+="\"$x\", "; done; echo "[${out%, }]"; }
-cat >> pyproject.toml <<EOF
+cp pyproject.toml pyproject.orig
+started=$(date +%s)
+deadline=$((started + ${MUTATION_TIMEOUT:-5400}))
+: > "$WORK/modules.tsv"
+: > "$WORK/survivors.txt"
+for module in "${MODULES[@]}"; do
+    read -ra tests <<< "${TESTS_OF[$module]:?no tests listed for $module}"
+    rm -rf mutants
+    cp pyproject.orig pyproject.toml
+    cat >> pyproject.toml <<EOF
 
 [tool.mutmut]
 source_paths = ["pinfeatures/"]
-only_mutate = $(toml_list "${MODULES[@]}")
+only_mutate = $(toml_list "$module")
 also_copy = ["fixtures/", "sql/", "bench/", "docs/", "scripts/", "cli.py", "README.md", "architecture.md", "mutmut_order.py"]
-pytest_add_cli_args_test_selection = $(toml_list "${TESTS[@]}")
+pytest_add_cli_args_test_selection = $(toml_list "${tests[@]}")
 pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "mutmut_order", "-q", "-x", "-m", "not slow", "--timeout=300"]
 # torch and tokenizers are not fork-safe once their threads run: fork workers from a clean server
 process_isolation = "forkserver"
 # error messages: mutmut turns their text into XX..XX noise (the tests check the messages that matter)
-do_not_mutate_patterns = ['^\s*raise ']
+do_not_mutate_patterns = ['^\\s*raise ']
 EOF
-
-echo "== mutmut over ${#MODULES[@]} modules (jobs: $JOBS)" >&2
-started=$(date +%s)
-timeout "${MUTATION_TIMEOUT:-5400}" "$BIN/mutmut" run --max-children "$JOBS" >"$WORK/mutmut.log" 2>&1 || echo "mutmut stopped: exit $? (see the counts below)" >&2
-"$BIN/mutmut" results --all true >"$WORK/mutmut-results.txt" 2>/dev/null || true
+    left=$((deadline - $(date +%s)))
+    t0=$(date +%s)
+    if [ "$left" -gt 0 ]; then
+        echo "== mutmut: $module (tests: ${tests[*]}; jobs: $JOBS)" >&2
+        timeout "$left" "$BIN/mutmut" run --max-children "$JOBS" >>"$WORK/mutmut.log" 2>&1 || echo "mutmut stopped on $module: exit $? (see its counts)" >&2
+    fi
+    "$BIN/mutmut" results --all true >"$WORK/results.txt" 2>/dev/null || true
+    "$PY" - "$WORK/results.txt" "$BIN/mutmut" "$module" "$(( $(date +%s) - t0 ))" "$WORK/modules.tsv" "$WORK/survivors.txt" <<'PYEOF'
+import collections, json, subprocess, sys
+results, mutmut, module, seconds, table, survivors_file = sys.argv[1:]
+status = {}
+for line in open(results, encoding="utf-8"):
+    name, sep, st = line.strip().rpartition(": ")
+    if sep and name:
+        status[name] = st
+counts = collections.Counter(status.values())
+with open(table, "a", encoding="utf-8") as out:
+    out.write(f"{module}\t{seconds}\t{json.dumps(dict(counts))}\n")
+with open(survivors_file, "a", encoding="utf-8") as out:
+    for name in sorted(n for n, s in status.items() if s in ("survived", "no tests", "suspicious", "segfault")):
+        out.write(f"  {name} ({status[name]})\n")
+        diff = subprocess.run([mutmut, "show", name], capture_output=True, text=True).stdout
+        out.write("".join(f"      {line}\n" for line in diff.splitlines() if line.startswith(("+", "-")) and not line.startswith(("+++", "---"))))
+PYEOF
+done
+cp pyproject.orig pyproject.toml
 
 # -- hand-written mutants: file | text | replacement | tests (pytest arguments) -------------------
 SQL_TESTS="tests/build/test_aggregate.py tests/build/test_queries_table.py tests/test_properties.py -k 'aggregate or queries or below_k or board or top'"
@@ -125,7 +164,7 @@ hand_killed=0
 hand_total=0
 hand_survivors=()
 while IFS='|' read -r file old new tests; do
-    [ -n "$file" ] || continue
+    [ -n "$file" ] && [ "${HAND_MUTANTS:-1}" != 0 ] || continue
     [ "$tests" = "SQL" ] && tests="$SQL_TESTS"
     hand_total=$((hand_total + 1))
     cp "$file" "$WORK/original"
@@ -150,28 +189,27 @@ PYEOF
 done < "$WORK/hand_mutants.txt"
 
 # -- the score --------------------------------------------------------------------------------
-"$PY" - "$WORK/mutmut-results.txt" "$BIN/mutmut" "$hand_killed" "$hand_total" "$(( $(date +%s) - started ))" "${hand_survivors[@]+"${hand_survivors[@]}"}" <<'PYEOF'
-import collections, subprocess, sys
-results, mutmut, hand_killed, hand_total, seconds, *hand_survivors = sys.argv[1:]
-status = {}
-for line in open(results, encoding="utf-8"):
-    name, sep, st = line.strip().rpartition(": ")
-    if sep and name:
-        status[name] = st
-counts = collections.Counter(status.values())
-killed = counts["killed"] + counts["timeout"]
-checked = sum(n for s, n in counts.items() if s not in ("not checked", "skipped"))
-survivors = sorted(n for n, s in status.items() if s in ("survived", "no tests", "suspicious"))
-print(f"mutmut: {dict(sorted(counts.items()))}")
-print(f"mutmut: killed {killed} of {checked}" + (f" ({counts['not checked']} not checked: the run timed out)" if counts["not checked"] else ""))
+"$PY" - "$WORK/modules.tsv" "$WORK/survivors.txt" "$hand_killed" "$hand_total" "$(( $(date +%s) - started ))" "${hand_survivors[@]+"${hand_survivors[@]}"}" <<'PYEOF'
+import collections, json, sys
+table, survivors_file, hand_killed, hand_total, seconds, *hand_survivors = sys.argv[1:]
+total = collections.Counter()
+all_killed = all_checked = 0
+print("module: killed of checked (counts) in seconds")
+for line in open(table, encoding="utf-8"):
+    module, secs, counts = line.rstrip("\n").split("\t")
+    counts = collections.Counter(json.loads(counts))
+    total += counts
+    killed = counts["killed"] + counts["timeout"]
+    checked = sum(n for s, n in counts.items() if s not in ("not checked", "skipped"))
+    all_killed, all_checked = all_killed + killed, all_checked + checked
+    unfinished = f", {counts['not checked']} NOT CHECKED: stopped by MUTATION_TIMEOUT" if counts["not checked"] else ""
+    print(f"  {module}: killed {killed} of {checked} {dict(sorted(counts.items()))} in {secs} s{unfinished}")
+print(f"mutmut: killed {all_killed} of {all_checked}" + (f" ({total['not checked']} not checked)" if total["not checked"] else ""))
 print(f"hand-written: killed {hand_killed} of {hand_total}")
-total_killed, total = killed + int(hand_killed), checked + int(hand_total)
-print(f"killed {total_killed} of {total} ({100 * total_killed / max(total, 1):.1f}%) in {int(seconds) // 60} min")
+total_killed, total_n = all_killed + int(hand_killed), all_checked + int(hand_total)
+print(f"killed {total_killed} of {total_n} ({100 * total_killed / max(total_n, 1):.1f}%) in {int(seconds) // 60} min")
 print("survivors:")
-for name in survivors:
-    print(f"  {name} ({status[name]})")
-    diff = subprocess.run([mutmut, "show", name], capture_output=True, text=True).stdout
-    print("".join(f"      {line}\n" for line in diff.splitlines() if line.startswith(("+", "-")) and not line.startswith(("+++", "---"))), end="")
+print(open(survivors_file, encoding="utf-8").read(), end="")
 for s in hand_survivors:
     print(f"  {s}")
 PYEOF

@@ -107,7 +107,7 @@ def test_phone_numbers_phonenumbers_knows_are_scrubbed():
     README's table): national forms of 6 digits or fewer, and 7-8 digits without a separator."""
     phonenumbers = pytest.importorskip("phonenumbers")
     fmt = phonenumbers.PhoneNumberFormat
-    checked = 0
+    texts = []
     for region in sorted(phonenumbers.SUPPORTED_REGIONS):
         for kind in (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE):
             number = phonenumbers.example_number_for_type(region, kind)
@@ -118,10 +118,12 @@ def test_phone_numbers_phonenumbers_knows_are_scrubbed():
                 digits = sum(ch.isdigit() for ch in text)
                 if form == fmt.NATIONAL and (digits <= 6 or (digits <= 8 and text.isdigit())):
                     continue
-                out = normalize_phrase(f"cake {text} ideas")
-                assert not any(ch.isdigit() for ch in out), (region, text, out)
-                checked += 1
-    assert checked > 1000
+                texts.append(text)
+    assert len(texts) > 1000
+    # one vectorised call (the same per-value result as normalize_phrase, 50x faster)
+    outs = normalize_phrases([f"cake {text} ideas" for text in texts]).to_list()
+    left = [(text, out) for text, out in zip(texts, outs) if any(ch.isdigit() for ch in out)]
+    assert not left, left[:5]
 
 
 def test_normalize_phrases_vectorised_equals_one_by_one():
