@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
 # Mutation testing of the core modules: are there small realistic bugs the tests let through?
 #
-#   scripts/mutation.sh            # mutmut over the core modules + the hand-written mutants below
-#   JOBS=4 MUTATION_TIMEOUT=7200 scripts/mutation.sh
-#   MUTATE="pinfeatures/build/tokens.py pinfeatures/evaluate/metrics.py" scripts/mutation.sh
+#   nice -n 19 scripts/mutation.sh                        # every module + the hand-written mutants
+#   MUTATE=pinfeatures/build/tokens.py HAND_MUTANTS=0 scripts/mutation.sh   # one module, no hand mutants
+#   JOBS=2 MUTATION_TIMEOUT=5400 scripts/mutation.sh       # workers; seconds for the whole run (hand-written first)
 #
 # Works on a copy of the committed tree (HEAD) in a temporary folder, so the checkout is never
 # touched. Two parts:
-#   1. mutmut (3.x) over the core Python modules, running the relevant tests only (mutmut runs,
-#      for each mutant, just the tests that reach the mutated function);
+#   1. mutmut (3.x) over the core Python modules, one module at a time with the tests that
+#      exercise it (TESTS_OF below; mutmut runs, for each mutant, just those of them that reach
+#      the mutated function, fastest first). Not mutated: `raise` lines (their messages would
+#      become XX..XX noise) and `_grouped_digits_pattern` (it runs at import, before a mutant is
+#      switched on; mutated by hand instead); tests marked `slow` (real builds killed in a
+#      subprocess) are left out.
 #   2. hand-written mutants mutmut cannot make: SQL (comparison operators, tie-break keys, the
 #      privacy threshold), the scrubber's patterns (module-level strings) and the caption
 #      fingerprint. Each is applied alone and its tests are run.
-# Prints `killed N of M` and every survivor. Not part of CI: it takes about an hour on 2 cores
-# (README, "Mutation testing"). A timeout counts as killed (the tests stopped a hang).
+# Prints, per module, `killed N of M` and its seconds, then the total `killed N of M` and every
+# survivor with its diff. A module MUTATION_TIMEOUT cut short is reported with its unchecked
+# count. Not part of CI: the time a full run takes is in the README ("Mutation testing").
+# A timeout counts as killed (the tests stopped a hang).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
@@ -31,8 +37,8 @@ export PYTHONPATH="$WORK"
 # own stats and clean-test passes over just these tests), so a run cut short by MUTATION_TIMEOUT
 # still gives complete scores for the modules it finished.
 MODULES=(
-    pinfeatures/evaluate/metrics.py pinfeatures/contracts.py pinfeatures/build/text.py pinfeatures/build/tokens.py
-    pinfeatures/build/scrub.py pinfeatures/build/assemble.py pinfeatures/caption/cache.py pinfeatures/build/validate.py
+    pinfeatures/contracts.py pinfeatures/build/text.py pinfeatures/build/tokens.py pinfeatures/build/scrub.py
+    pinfeatures/evaluate/metrics.py pinfeatures/build/assemble.py pinfeatures/caption/cache.py pinfeatures/build/validate.py
     pinfeatures/buildfolder.py
 )
 declare -A TESTS_OF=(
@@ -75,56 +81,7 @@ def pytest_collection_modifyitems(items):
         _durations = json.loads(stats.read_text(encoding="utf-8")).get("duration_by_test", {})
     items.sort(key=lambda item: _durations.get(item.nodeid, 0.0))
 PYEOF
-toml_list() { local out="" x; for x in "$@"; do out+="\"$x\", "; done; echo "[${out%, }]"; }
-cp pyproject.toml pyproject.orig
 started=$(date +%s)
-deadline=$((started + ${MUTATION_TIMEOUT:-5400}))
-: > "$WORK/modules.tsv"
-: > "$WORK/survivors.txt"
-for module in "${MODULES[@]}"; do
-    read -ra tests <<< "${TESTS_OF[$module]:?no tests listed for $module}"
-    rm -rf mutants
-    cp pyproject.orig pyproject.toml
-    cat >> pyproject.toml <<EOF
-
-[tool.mutmut]
-source_paths = ["pinfeatures/"]
-only_mutate = $(toml_list "$module")
-also_copy = ["fixtures/", "sql/", "bench/", "docs/", "scripts/", "cli.py", "README.md", "architecture.md", "mutmut_order.py"]
-pytest_add_cli_args_test_selection = $(toml_list "${tests[@]}")
-pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "mutmut_order", "-q", "-x", "-m", "not slow", "--timeout=300"]
-# torch and tokenizers are not fork-safe once their threads run: fork workers from a clean server
-process_isolation = "forkserver"
-# error messages: mutmut turns their text into XX..XX noise (the tests check the messages that matter)
-do_not_mutate_patterns = ['^\\s*raise ']
-EOF
-    left=$((deadline - $(date +%s)))
-    t0=$(date +%s)
-    if [ "$left" -gt 0 ]; then
-        echo "== mutmut: $module (tests: ${tests[*]}; jobs: $JOBS)" >&2
-        timeout "$left" "$BIN/mutmut" run --max-children "$JOBS" >>"$WORK/mutmut.log" 2>&1 || echo "mutmut stopped on $module: exit $? (see its counts)" >&2
-    fi
-    "$BIN/mutmut" results --all true >"$WORK/results.txt" 2>/dev/null || true
-    "$PY" - "$WORK/results.txt" "$BIN/mutmut" "$module" "$(( $(date +%s) - t0 ))" "$WORK/modules.tsv" "$WORK/survivors.txt" <<'PYEOF'
-import collections, json, subprocess, sys
-results, mutmut, module, seconds, table, survivors_file = sys.argv[1:]
-status = {}
-for line in open(results, encoding="utf-8"):
-    name, sep, st = line.strip().rpartition(": ")
-    if sep and name:
-        status[name] = st
-counts = collections.Counter(status.values())
-with open(table, "a", encoding="utf-8") as out:
-    out.write(f"{module}\t{seconds}\t{json.dumps(dict(counts))}\n")
-with open(survivors_file, "a", encoding="utf-8") as out:
-    for name in sorted(n for n, s in status.items() if s in ("survived", "no tests", "suspicious", "segfault")):
-        out.write(f"  {name} ({status[name]})\n")
-        diff = subprocess.run([mutmut, "show", name], capture_output=True, text=True).stdout
-        out.write("".join(f"      {line}\n" for line in diff.splitlines() if line.startswith(("+", "-")) and not line.startswith(("+++", "---"))))
-PYEOF
-done
-cp pyproject.orig pyproject.toml
-
 # -- hand-written mutants: file | text | replacement | tests (pytest arguments) -------------------
 SQL_TESTS="tests/build/test_aggregate.py tests/build/test_queries_table.py tests/test_properties.py -k 'aggregate or queries or below_k or board or top'"
 cat > "$WORK/hand_mutants.txt" <<'EOF'
@@ -187,6 +144,56 @@ PYEOF
     fi
     cp "$WORK/original" "$file"
 done < "$WORK/hand_mutants.txt"
+
+# -- mutmut, module by module (within what is left of MUTATION_TIMEOUT) ---------------------
+toml_list() { local out="" x; for x in "$@"; do out+="\"$x\", "; done; echo "[${out%, }]"; }
+cp pyproject.toml pyproject.orig
+deadline=$((started + ${MUTATION_TIMEOUT:-5400}))
+: > "$WORK/modules.tsv"
+: > "$WORK/survivors.txt"
+for module in "${MODULES[@]}"; do
+    read -ra tests <<< "${TESTS_OF[$module]:?no tests listed for $module}"
+    rm -rf mutants
+    cp pyproject.orig pyproject.toml
+    cat >> pyproject.toml <<EOF
+
+[tool.mutmut]
+source_paths = ["pinfeatures/"]
+only_mutate = $(toml_list "$module")
+also_copy = ["fixtures/", "sql/", "bench/", "docs/", "scripts/", "cli.py", "README.md", "architecture.md", "mutmut_order.py"]
+pytest_add_cli_args_test_selection = $(toml_list "${tests[@]}")
+pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "mutmut_order", "-q", "-x", "-m", "not slow", "--timeout=300"]
+# torch and tokenizers are not fork-safe once their threads run: fork workers from a clean server
+process_isolation = "forkserver"
+# error messages: mutmut turns their text into XX..XX noise (the tests check the messages that matter)
+do_not_mutate_patterns = ['^\\s*raise ']
+EOF
+    left=$((deadline - $(date +%s)))
+    t0=$(date +%s)
+    if [ "$left" -gt 0 ]; then
+        echo "== mutmut: $module (tests: ${tests[*]}; jobs: $JOBS)" >&2
+        timeout "$left" "$BIN/mutmut" run --max-children "$JOBS" >>"$WORK/mutmut.log" 2>&1 || echo "mutmut stopped on $module: exit $? (see its counts)" >&2
+    fi
+    "$BIN/mutmut" results --all true >"$WORK/results.txt" 2>/dev/null || true
+    "$PY" - "$WORK/results.txt" "$BIN/mutmut" "$module" "$(( $(date +%s) - t0 ))" "$WORK/modules.tsv" "$WORK/survivors.txt" <<'PYEOF'
+import collections, json, subprocess, sys
+results, mutmut, module, seconds, table, survivors_file = sys.argv[1:]
+status = {}
+for line in open(results, encoding="utf-8"):
+    name, sep, st = line.strip().rpartition(": ")
+    if sep and name:
+        status[name] = st
+counts = collections.Counter(status.values())
+with open(table, "a", encoding="utf-8") as out:
+    out.write(f"{module}\t{seconds}\t{json.dumps(dict(counts))}\n")
+with open(survivors_file, "a", encoding="utf-8") as out:
+    for name in sorted(n for n, s in status.items() if s in ("survived", "no tests", "suspicious", "segfault")):
+        out.write(f"  {name} ({status[name]})\n")
+        diff = subprocess.run([mutmut, "show", name], capture_output=True, text=True).stdout
+        out.write("".join(f"      {line}\n" for line in diff.splitlines() if line.startswith(("+", "-")) and not line.startswith(("+++", "---"))))
+PYEOF
+done
+cp pyproject.orig pyproject.toml
 
 # -- the score --------------------------------------------------------------------------------
 "$PY" - "$WORK/modules.tsv" "$WORK/survivors.txt" "$hand_killed" "$hand_total" "$(( $(date +%s) - started ))" "${hand_survivors[@]+"${hand_survivors[@]}"}" <<'PYEOF'

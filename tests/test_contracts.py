@@ -83,3 +83,14 @@ def test_bad_specs(spec, message):
 def test_none_spec():
     with pytest.raises(ConfigError):
         expand(None)  # type: ignore[arg-type]
+
+
+def test_bad_spec_messages_in_full():
+    # a bare word may be a misspelt preset: the message names them; a `+` variant gets no such hint
+    sources = "caption, title, description, boards, queries"
+    with pytest.raises(ConfigError) as err:
+        expand("ladderr")
+    assert str(err.value) == f"variants: unknown source 'ladderr' in variant 'ladderr'; sources are {sources}; presets are ladder, loo, all"
+    with pytest.raises(ConfigError) as err:
+        expand("ladder+title")
+    assert str(err.value) == f"variants: unknown source 'ladder' in variant 'ladder+title'; sources are {sources}"

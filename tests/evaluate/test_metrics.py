@@ -133,3 +133,42 @@ def test_stable_seed_exact_values():
     assert stable_seed(7, "pairs", "tail") == 15920132714590676995
     assert stable_seed(7, "pairshead") == 17106428250583384124  # the parts are kept apart
     assert stable_seed(7, "pairs", "head") == stable_seed(7, "pairs", "head")  # not salted per process
+
+
+def reference_bootstrap(a, b, samples, confidence, seed):
+    # the same draws made in one block: chunking must not change the interval
+    diff = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+    means = diff[np.random.default_rng(seed).integers(0, diff.size, size=(samples, diff.size))].mean(axis=1)
+    alpha = (1.0 - confidence) / 2.0
+    return tuple(float(v) for v in np.quantile(means, [alpha, 1.0 - alpha]))
+
+
+def test_bootstrap_exact_values_defaults_and_chunks():
+    a, b = [0.1, 0.4, 0.35, 0.8], [0.2, 0.4, 0.5, 0.7]
+    r = paired_bootstrap(a, b)  # defaults: 1000 samples, 95%, seed 0
+    assert (r.n_queries, r.samples, r.confidence) == (4, 1000, 0.95)
+    assert (r.low, r.high) == reference_bootstrap(a, b, 1000, 0.95, 0)
+    assert r.delta == pytest.approx(0.0375)
+    few = paired_bootstrap(a, b, samples=3, confidence=0.5, seed=5)
+    assert (few.low, few.high) == reference_bootstrap(a, b, 3, 0.5, 5)
+    # 2,500 queries: 800 samples a chunk, two chunks
+    rng = np.random.default_rng(9)
+    big_a, big_b = rng.uniform(size=2500), rng.uniform(size=2500)
+    big = paired_bootstrap(big_a, big_b, samples=1000, seed=2)
+    assert (big.low, big.high) == reference_bootstrap(big_a, big_b, 1000, 0.95, 2)
+
+
+def test_bootstrap_edges():
+    one = paired_bootstrap([0.25], [0.5], samples=10)
+    assert (one.delta, one.low, one.high, one.n_queries) == (0.25, 0.25, 0.25, 1)
+    single = paired_bootstrap([0.1, 0.3], [0.2, 0.3], samples=1, seed=4)
+    assert single.samples == 1 and single.low == single.high
+    assert (single.low, single.high) == reference_bootstrap([0.1, 0.3], [0.2, 0.3], 1, 0.95, 4)
+    for confidence in (0.0, 1.0):
+        with pytest.raises(ConfigError, match=r"^confidence must be in \(0, 1\)"):
+            paired_bootstrap([1], [1], confidence=confidence)
+    with pytest.raises(ConfigError, match=r"^bootstrap_samples must be >= 1, got 0$"):
+        paired_bootstrap([1], [1], samples=0)
+    empty = paired_bootstrap([], [], samples=10, confidence=0.9)
+    assert math.isnan(empty.delta) and math.isnan(empty.low) and math.isnan(empty.high)
+    assert (empty.n_queries, empty.samples, empty.confidence) == (0, 10, 0.9)
