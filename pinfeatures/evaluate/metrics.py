@@ -63,9 +63,7 @@ def per_query_ndcg(scored: pl.DataFrame, k: int, gain: str = "exponential") -> p
         .with_columns(pl.int_range(1, pl.len() + 1).over("query").alias("_rank"), (g * discount).alias("_idcg_term"))
     )
     dcg_q = ranked.filter(pl.col("_rank") <= k).group_by("query").agg(pl.col("_dcg_term").sum().alias("dcg"))
-    idcg_q = ideal.filter(pl.col("_rank") <= k).group_by("query").agg(
-        pl.col("_idcg_term").sum().alias("idcg"), pl.len().alias("_n")
-    )
+    idcg_q = ideal.filter(pl.col("_rank") <= k).group_by("query").agg(pl.col("_idcg_term").sum().alias("idcg"))
     counts = scored.group_by("query").agg(pl.len().alias("n_judged"))
     out = (
         counts.join(dcg_q, on="query", how="left")

@@ -172,3 +172,12 @@ def test_bootstrap_edges():
     empty = paired_bootstrap([], [], samples=10, confidence=0.9)
     assert math.isnan(empty.delta) and math.isnan(empty.low) and math.isnan(empty.high)
     assert (empty.n_queries, empty.samples, empty.confidence) == (0, 10, 0.9)
+
+
+def test_ndcg_with_nothing_to_gain_is_one():
+    # labels 0 (linear gain): the ideal DCG is 0, so NDCG is 1.0 (no ranking can do better)
+    zero = frame([("q", "a", 0, 0.9), ("q", "b", 0, 0.1)])
+    assert per_query_ndcg(zero, k=10, gain="linear")["ndcg"].to_list() == [1.0]
+    # an ideal DCG of exactly 1: label 1 ranked second -> (1 / log2 3) / 1
+    low = frame([("q", "a", 0, 0.9), ("q", "b", 1, 0.1)])
+    assert per_query_ndcg(low, k=10, gain="linear")["ndcg"].to_list() == [pytest.approx(1 / math.log2(3))]
