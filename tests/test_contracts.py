@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pinfeatures.contracts import SOURCES, expand, variant_name, variant_sources
+from pinfeatures.contracts import REJECT_SCHEMA, SOURCES, expand, make_rejects, variant_name, variant_sources
 from pinfeatures.errors import ConfigError
 
 FULL = "caption+title+description+boards+queries"
@@ -94,3 +94,16 @@ def test_bad_spec_messages_in_full():
     with pytest.raises(ConfigError) as err:
         expand("ladder+title")
     assert str(err.value) == f"variants: unknown source 'ladder' in variant 'ladder+title'; sources are {sources}"
+
+
+def test_make_rejects_exact_frame():
+    rows = [{"row": 3, "column": "pin_id", "reason": "missing_id", "detail": "empty", "record": '{"pin_id": ""}'},
+            {"row": 7, "reason": "duplicate_pin"}]  # keys left out become nulls
+    got = make_rejects("pins", "in/pins.csv", rows)
+    assert got.schema == REJECT_SCHEMA
+    assert got.rows() == [("pins", "in/pins.csv", 3, "pin_id", "missing_id", "empty", '{"pin_id": ""}'),
+                          ("pins", "in/pins.csv", 7, None, "duplicate_pin", None, None)]
+    bare = make_rejects("events", "e.jsonl", [{"row": 1, "reason": "unknown_pin"}])  # all-null columns keep their types
+    assert bare.schema == REJECT_SCHEMA and bare.rows() == [("events", "e.jsonl", 1, None, "unknown_pin", None, None)]
+    none = make_rejects("pins", "in/pins.csv", [])
+    assert none.schema == REJECT_SCHEMA and none.height == 0
