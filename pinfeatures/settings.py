@@ -24,6 +24,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 import sys
 import types
 import typing
@@ -93,6 +94,31 @@ def check_increasing_shares(name: str, values: tuple[float, ...]) -> None:
     shares = list(values)
     if not shares or any(not 0 < v < 1 for v in shares) or shares != sorted(set(shares)):
         raise ConfigError(f"{name} must be increasing shares strictly between 0 and 1, got {shares}")
+
+
+MEMORY_UNITS = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+_MEMORY = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(%|[a-z]*)\s*$", re.IGNORECASE)
+
+
+def memory_bytes(name: str, value: str, total: int | None = None) -> int:
+    """A memory amount as bytes: a number with a unit (`2GiB`, `512MB`, `1.5 GB`; B, KB, MB, GB, TB
+    are powers of 1000, KiB, MiB, GiB, TiB of 1024) or a share of `total` (default: this
+    machine's physical memory) such as `20%`. ConfigError naming `name` for anything else."""
+    match = _MEMORY.match(str(value))
+    unit = match.group(2).lower() if match else ""
+    if not match or (unit != "%" and unit not in MEMORY_UNITS):
+        raise ConfigError(f"{name} must be an amount with a unit (2GiB, 512MB) or a share of the machine's memory (20%), got {value!r}")
+    amount = float(match.group(1))
+    if unit == "%":
+        if not 0 < amount <= 100:
+            raise ConfigError(f"{name} must be a share between 0% and 100%, got {value!r}")
+        return int((total if total is not None else physical_memory()) * amount / 100)
+    return int(amount * MEMORY_UNITS[unit])
+
+
+def physical_memory() -> int:
+    """This machine's physical memory in bytes."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def absolute_path(value: str | Path) -> str:

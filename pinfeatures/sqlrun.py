@@ -37,14 +37,20 @@ def _normalize_phrase_arrow(values: pa.Array) -> pa.Array:
     return normalize_phrases(pl.from_arrow(values)).to_arrow().cast(pa.string())
 
 
-def connect(threads: int | None = None, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with `normalize_phrase(VARCHAR) -> VARCHAR` registered."""
+def connect(threads: int | None = None, memory_limit: int | None = None, temp_directory: str | Path | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with `normalize_phrase(VARCHAR) -> VARCHAR` registered.
+
+    `memory_limit` (bytes): what DuckDB may hold before it spills to `temp_directory` (DuckDB's
+    default is 80% of the machine's memory, so it would grow rather than spill).
+    """
     # no downloads, and no progress bar of DuckDB's own: our stages report progress (and --quiet means quiet)
     config: dict[str, Any] = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
     if threads:
         config["threads"] = threads
     if memory_limit:
-        config["memory_limit"] = memory_limit
+        config["memory_limit"] = f"{int(memory_limit)}B"
+    if temp_directory is not None:
+        config["temp_directory"] = str(temp_directory)
     con = duckdb.connect(":memory:", config=config)
     # Insertion order is not part of any output (every SQL file orders what it returns);
     # dropping it lets DuckDB stream large aggregations with less memory.

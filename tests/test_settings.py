@@ -187,7 +187,7 @@ def test_missing_and_invalid_toml(tmp_path):
 SAMPLES = {
     "variants": "title,caption+title", "scorers": "lexical", "bands": "0.3,0.7", "device": "cpu", "dtype": "float32",
     "caption_model": "demo", "allocation": "equal", "gain": "linear", "format": "jsonl",
-    "confidence": 0.9, "bm25_b": 0.5, "thumbnail_px": 64, "encoding": "latin-1", "threshold": 3.0,
+    "confidence": 0.9, "bm25_b": 0.5, "thumbnail_px": 64, "encoding": "latin-1", "threshold": 3.0, "memory_limit": "2GiB",
 }
 EXPECTED = {"bands": (0.3, 0.7), "scorers": ("lexical",)}
 COMPANIONS = {

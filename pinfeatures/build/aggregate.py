@@ -12,13 +12,16 @@ Out: Aggregates: pin_boards(pin_id, boards: list[str]), pin_queries(pin_id, quer
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
+import duckdb
 import polars as pl
 
 from pinfeatures.build.scrub import normalize_phrases
-from pinfeatures.errors import InputError
+from pinfeatures.errors import ConfigError, InputError
 from pinfeatures.progress import warn
 from pinfeatures.sqlrun import connect, run_sql
 
@@ -35,22 +38,44 @@ class Aggregates:
     """A shard's query_traffic, query_users, query_locales (sql/query_parts.sql), for combine_queries."""
     warnings: list[str] = field(default_factory=list)
     """Already on stderr; the build adds them to the manifest's warnings (and --strict stops on them)."""
+    memory: dict[str, Any] | None = None
+    """DuckDB's memory limit as it reports it, and whether it spilled (`memory_stats`)."""
 
 
 QUERY_PARTS = ("query_traffic", "query_users", "query_locales")
+WORK_PARQUET: dict[str, Any] = {"compression": "lz4", "statistics": False}
+"""Intermediate files (a build's work folder) are read once, by the next step: fast to write beats small."""
+SPILL_FOLDER = "duckdb-spill"
+"""DuckDB's temporary folder, inside the build's staging folder (or a shard's work folder): removed
+after the stage, and with the staging or work folder if the build is killed."""
 
 
-def _as_table(frame: pl.DataFrame, columns: Mapping[str, pl.DataType]) -> pl.DataFrame:
-    """Keep just the columns the SQL reads, adding absent optional ones as typed NULLs."""
+SQL_COLUMNS: dict[str, dict[str, Any]] = {
+    "saves": {"pin_id": pl.Utf8, "board_id": pl.Utf8},
+    "boards": {"board_id": pl.Utf8, "title": pl.Utf8},
+    "engagements": {"query": pl.Utf8, "pin_id": pl.Utf8, "action": pl.Utf8, "user_id": pl.Utf8, "country": pl.Utf8, "locale": pl.Utf8},
+}
+"""The columns of each input table the SQL reads."""
+
+
+def sql_table(name: str, frame: pl.DataFrame) -> pl.DataFrame:
+    """Just the columns the SQL reads of table `name`, adding absent optional ones as typed NULLs:
+    what `aggregate` registers, or what it reads back from Parquet files given instead of a frame."""
     return frame.select(
-        [pl.col(c).cast(t) if c in frame.columns else pl.lit(None, t).alias(c) for c, t in columns.items()]
+        [pl.col(c).cast(t) if c in frame.columns else pl.lit(None, t).alias(c) for c, t in SQL_COLUMNS[name].items()]
     )
 
 
+def _arrow(frame: pl.DataFrame) -> Any:
+    """The frame as Arrow without copying its strings: Polars keeps them as string views, which
+    DuckDB scans as they are; the default (large_string) would copy every string once more."""
+    return frame.to_arrow(compat_level=pl.CompatLevel.newest())
+
+
 def aggregate(
-    saves: pl.DataFrame,
+    saves: pl.DataFrame | Sequence[Path],
     boards: pl.DataFrame,
-    engagements: pl.DataFrame,
+    engagements: pl.DataFrame | Sequence[Path],
     *,
     action_weights: Mapping[str, float],
     board_top_k: int = 5,
@@ -61,6 +86,8 @@ def aggregate(
     threads: int | None = None,
     use_users: bool | None = None,
     query_parts: bool = False,
+    memory_limit: int | None = None,
+    temp_directory: Path | None = None,
 ) -> Aggregates:
     """Run sql/board_titles.sql, query_norm.sql (normalised here), query_pairs.sql, query_events.sql, query_parts.sql, top_queries.sql, query_pins.sql, queries.sql.
 
@@ -69,20 +96,24 @@ def aggregate(
     `warnings`, or an InputError with `require_users`. `use_users`: a shard gets the whole input's
     answer (so every shard counts alike; the driver warns once); None: decide from these engagements.
     `query_parts`: return the per-query parts (a shard) instead of the queries table.
+    saves and engagements are frames, or Parquet files of their `sql_table` rows (then `use_users`
+    must be given): DuckDB reads those under its memory limit, and no table needs to be in memory.
+    `memory_limit` (bytes) bounds DuckDB, which spills to `temp_directory` (a folder of the
+    build's own, removed here); Aggregates.memory says whether it spilled.
     """
     warnings: list[str] = []
     if use_users is None:
+        assert isinstance(engagements, pl.DataFrame), "engagements given as files need use_users"
         use_users = has_user_ids(engagements)
         if not use_users and engagements.height:
             warnings.append(no_user_ids(query_min_users, require_users))
-    con = connect(threads=threads)
+    con = connect(threads=threads, memory_limit=memory_limit, temp_directory=temp_directory)
     try:
-        con.register("saves", _as_table(saves, {"pin_id": pl.Utf8, "board_id": pl.Utf8}).to_arrow())
-        con.register("boards", _as_table(boards, {"board_id": pl.Utf8, "title": pl.Utf8}).to_arrow())
-        con.register(
-            "engagements",
-            _as_table(engagements, {"query": pl.Utf8, "pin_id": pl.Utf8, "action": pl.Utf8, "user_id": pl.Utf8, "country": pl.Utf8, "locale": pl.Utf8}).to_arrow(),
-        )
+        for name, table in (("saves", saves), ("boards", boards), ("engagements", engagements)):
+            if isinstance(table, pl.DataFrame):
+                con.register(name, _arrow(sql_table(name, table)))
+            else:
+                con.execute(f"CREATE TEMP VIEW {name} AS SELECT * FROM read_parquet({_sql_list([str(p) for p in table])})")
         weights = pl.DataFrame({"action": list(action_weights), "weight": [float(w) for w in action_weights.values()]})
         con.register("action_weights", weights.to_arrow())
 
@@ -100,8 +131,13 @@ def aggregate(
             con.execute("CREATE TEMP VIEW kept_pairs AS SELECT query, pin_id, score FROM query_pairs WHERE kept")
             query_traffic = _query_rows(con, use_users, query_top_pins)
         stats_row = run_sql(con, "query_stats").fetchall()[0]
+        memory = memory_stats(con, temp_directory)
+    except duckdb.OutOfMemoryException as exc:
+        raise out_of_memory(exc) from None
     finally:
         con.close()
+        if temp_directory is not None:
+            shutil.rmtree(temp_directory, ignore_errors=True)
     stats = {
         "query_min_users": query_min_users,
         "threshold_unit": "users" if use_users else "events",
@@ -120,13 +156,28 @@ def aggregate(
         stats=stats,
         parts=parts,
         warnings=warnings,
+        memory=memory,
     )
 
 
 def _register_query_norm(con: Any) -> None:
     """query_norm(raw_query, query): sql/query_norm.sql's distinct raw queries, normalised in one call."""
     raw = run_sql(con, "query_norm").pl()
-    con.register("query_norm", raw.with_columns(normalize_phrases(raw.get_column("raw_query")).alias("query")).to_arrow())
+    con.register("query_norm", _arrow(raw.with_columns(normalize_phrases(raw.get_column("raw_query")).alias("query"))))
+
+
+def memory_stats(con: Any, temp_directory: Path | None) -> dict[str, Any]:
+    """DuckDB's memory_limit read back from the connection, and whether it spilled: DuckDB makes
+    its temp_directory only when it first writes there (and removes it on close)."""
+    limit = con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    return {"duckdb_memory_limit": limit, "spilled": temp_directory is not None and Path(temp_directory).is_dir()}
+
+
+def out_of_memory(exc: Exception) -> ConfigError:
+    """DuckDB could not fit what it cannot spill (a hash table's directory, a list aggregate) under
+    memory_limit: a one-line error that says what to change."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ConfigError(f"the aggregate stage needs more memory than memory_limit gives DuckDB ({first}): raise --memory-limit")
 
 
 def _query_rows(con: Any, use_users: bool, top_pins: int) -> pl.DataFrame:
@@ -135,21 +186,26 @@ def _query_rows(con: Any, use_users: bool, top_pins: int) -> pl.DataFrame:
     return rows.with_columns(pl.col("top_pins").cast(pl.List(pl.Utf8)))
 
 
-def combine_queries(parts: Mapping[str, list[str]], kept_pairs: list[str], *, use_users: bool, top_pins: int, threads: int | None = None) -> pl.DataFrame:
+def combine_queries(parts: Mapping[str, list[str]], kept_pairs: list[str], *, use_users: bool, top_pins: int, threads: int | None = None,
+                    memory_limit: int | None = None, temp_directory: Path | None = None) -> pl.DataFrame:
     """The queries table of a sharded build: sql/queries.sql over every shard's parts at once.
 
     In:  parts: {query_traffic|query_users|query_locales: Parquet files, one per shard};
          kept_pairs: Parquet files holding every shard's query_pins (query, pin_id, score).
     Out: what `aggregate` returns as query_traffic for the whole input.
     """
-    con = connect(threads=threads)
+    con = connect(threads=threads, memory_limit=memory_limit, temp_directory=temp_directory)
     try:
         for name in QUERY_PARTS:
             con.execute(f"CREATE TEMP VIEW {name} AS SELECT * FROM read_parquet({_sql_list(parts[name])})")
         con.execute(f"CREATE TEMP VIEW kept_pairs AS SELECT query, pin_id, score FROM read_parquet({_sql_list(kept_pairs)})")
         return _query_rows(con, use_users, top_pins)
+    except duckdb.OutOfMemoryException as exc:
+        raise out_of_memory(exc) from None
     finally:
         con.close()
+        if temp_directory is not None:
+            shutil.rmtree(temp_directory, ignore_errors=True)
 
 
 def _sql_list(paths: list[str]) -> str:

@@ -13,19 +13,20 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import polars as pl
 
 from pinfeatures import __version__
-from pinfeatures.build.aggregate import aggregate
+from pinfeatures.build.aggregate import SPILL_FOLDER, WORK_PARQUET, aggregate, no_user_ids, sql_table
 from pinfeatures.build.health import StrictError, caption_notes, caption_warnings, empty_variant_warnings
 from pinfeatures.build.assemble import assemble_texts
 from pinfeatures.build.language import LanguageSettings, detect_languages
 from pinfeatures.build.queries import query_languages, query_table
-from pinfeatures.build.read import input_tables, read_located
+from pinfeatures.build.read import Table, TableFile, input_tables, read_located
 from pinfeatures.build.text import clean_column, normalise_pins
 from pinfeatures.build.tokens import make_counter
 from pinfeatures.build.validate import validate_tables, withhold_unkept_queries
@@ -88,32 +89,40 @@ def _stop_if_strict(cfg: BuildSettings, warnings: list[str]) -> None:
 
 def _build_into(writer: BuildWriter, cfg: BuildSettings, variants: list[str], counter: Any, progress: Progress, started: float) -> dict[str, Any]:
     """The stages, written through `writer`; returns the committed manifest."""
-    with progress.stage("read", "finding and reading the input tables"):
+    with progress.stage("read", "finding the input tables; reading pins, boards (and captions) whole"):
         located = input_tables(cfg)
-        tables = {name: read_located(tf, cfg.encoding) for name, tf in located.items()}
+        tables = {name: read_located(tf, cfg.encoding) for name, tf in located.items() if name not in STREAMED}
         fingerprints = {name: tf.fingerprint() for name, tf in located.items()}
     read_warnings = [w for table in tables.values() for w in table.warnings]  # already on stderr
-    _stop_if_strict(cfg, read_warnings)
 
-    with progress.stage("validate", "checking ids, references and actions"):
-        valid = validate_tables(tables, actions=cfg.actions)
-    for name, c in valid.counts.items():
-        progress.say(f"  {name}: read {c['read']}, valid {c['valid']}, rejected {c['rejected']}")
+    work = writer.staging / WORK_FOLDER  # inside the staging folder: a killed build's is removed with it
+    try:
+        with progress.stage("validate", "checking ids, references and actions (saves and engagements one file at a time)"):
+            streamed = {name: _each_file(located[name], cfg.encoding, read_warnings) for name in STREAMED}
+            valid = validate_tables(tables, actions=cfg.actions, streamed=streamed, sink=_ParquetSink(work))
+        del tables  # the rows as read: the valid frames and the rejects hold all that is used of them
+        for name, c in valid.counts.items():
+            progress.say(f"  {name}: read {c['read']}, valid {c['valid']}, rejected {c['rejected']}")
+        if not valid.users_seen and valid.counts["engagements"]["valid"]:
+            read_warnings.append(no_user_ids(cfg.min_users, cfg.require_users))  # already on stderr, like the readers'
+        _stop_if_strict(cfg, read_warnings)
 
-    with progress.stage("aggregate", "board titles and top queries per pin (DuckDB)"):
-        agg = aggregate(
-            valid.saves,
-            valid.boards,
-            valid.engagements,
-            action_weights=cfg.action_weights,
-            board_top_k=cfg.board_top_k,
-            query_top_k=cfg.query_top_k,
-            query_min_users=cfg.min_users,
-            query_top_pins=cfg.query_top_pins,
-            require_users=cfg.require_users,
-        )
-    read_warnings += agg.warnings  # already on stderr, like the readers'
-    _stop_if_strict(cfg, read_warnings)
+        with progress.stage("aggregate", "board titles and top queries per pin (DuckDB)"):
+            agg = aggregate(
+                sorted((work / "saves").glob("*.parquet")),
+                valid.boards,
+                sorted((work / "engagements").glob("*.parquet")),
+                action_weights=cfg.action_weights,
+                board_top_k=cfg.board_top_k,
+                query_top_k=cfg.query_top_k,
+                query_min_users=cfg.min_users,
+                query_top_pins=cfg.query_top_pins,
+                use_users=valid.users_seen,
+                memory_limit=cfg.memory_limit_bytes,
+                temp_directory=work / SPILL_FOLDER,
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     # a rejected engagement keeps its query only if that (query, pin) passed the threshold
     valid.rejects = withhold_unkept_queries(valid.rejects, agg.query_pins)
 
@@ -155,8 +164,44 @@ def _build_into(writer: BuildWriter, cfg: BuildSettings, variants: list[str], co
     fields = _manifest(cfg, fingerprints, valid, agg.stats, language_stats, caption_stats, features, texts, variants, counter.name, timings)
     fields["warnings"], fields["notes"] = read_warnings + warnings, notes
     fields["images_root"] = str(root.absolute()) if root is not None else None
+    fields["memory"] = memory_fields(cfg, 1, [agg.memory])
     with progress.stage("commit", f"manifest.json, then the swap into {writer.out}"):
         return writer.commit(fields)
+
+
+STREAMED = ("saves", "engagements")
+"""The big tables: validated one input file at a time, their valid rows handed to DuckDB as Parquet files."""
+WORK_FOLDER = "_work"
+
+
+def _each_file(tf: TableFile, encoding: str, warnings: list[str]) -> Iterator[Table]:
+    """A table as read, one input file at a time (its reading warnings added to `warnings`)."""
+    for path in tf.files:
+        table = read_located(TableFile(tf.name, tf.path, tf.format, [path]), encoding)
+        warnings += table.warnings
+        yield table
+
+
+class _ParquetSink:
+    """validate_tables' sink: each file's valid rows, as the SQL reads them, to WORK/<table>/<n>.parquet."""
+
+    def __init__(self, work: Path):
+        self.work = work
+        self.written: dict[str, int] = {}
+
+    def __call__(self, name: str, rows: pl.DataFrame) -> None:
+        n = self.written.get(name, 0)
+        self.written[name] = n + 1
+        path = self.work / name / f"{n:05d}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sql_table(name, rows).write_parquet(path, **WORK_PARQUET)
+
+
+def memory_fields(cfg: BuildSettings, workers: int, shards: list[dict[str, Any]]) -> dict[str, Any]:
+    """manifest["memory"]: the memory_limit setting, what each of `workers` DuckDB connections
+    (one per shard running at once) got, as DuckDB reports it, and whether any spilled."""
+    return {"memory_limit": cfg.memory_limit, "memory_limit_bytes": cfg.memory_limit_bytes, "workers": workers,
+            "duckdb_memory_limit": shards[0]["duckdb_memory_limit"], "spilled": any(s["spilled"] for s in shards)}
 
 
 def after_captions(cfg: BuildSettings, located: dict[str, Any], variants: list[str], caption_stats: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:

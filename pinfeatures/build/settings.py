@@ -8,8 +8,11 @@ from typing import Mapping
 from pinfeatures.caption.settings import CaptionSettings
 from pinfeatures.contracts import DEFAULT_ACTION_WEIGHTS, SOURCES
 from pinfeatures.errors import ConfigError
-from pinfeatures.settings import Settings, check_increasing_shares, setting
+from pinfeatures.settings import Settings, check_increasing_shares, memory_bytes, setting
 
+MIN_MEMORY_LIMIT = 32 * 1024**2
+"""DuckDB's fixed needs (a few 256 KiB blocks per thread and operator) do not fit below this, even
+for the fixtures: a smaller memory_limit is refused before anything is read."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,11 @@ class BuildSettings(Settings):
     """Ray cluster to join (`auto`, `ray://host:10001`); None: start a local Ray."""
     previous: str | None = setting(None, path=True)
     """A build folder to write changes.parquet against (default: the build already in `out`)."""
+    memory_limit: str = "10%"
+    """Memory DuckDB may hold in the aggregate stage before it spills to a temporary folder inside
+    the build's staging (or shard work) folder, removed afterwards: an amount (`2GiB`, `512MB`) or
+    a share of this machine's memory (`10%`). A sharded build divides it between the shards that
+    run at once. Polars' frames come on top (see README, Performance)."""
     encoding: str = "utf-8"
     """Text encoding of CSV and JSONL inputs (`latin-1`, `cp1252`, ...); bytes that do not decode are counted in a warning."""
 
@@ -91,6 +99,8 @@ class BuildSettings(Settings):
     def check(self) -> None:
         if self.engine == "ray" and not self.shards:
             raise ConfigError("engine 'ray' runs shards: give shards >= 1 (--shards N)")
+        if self.memory_limit_bytes < MIN_MEMORY_LIMIT:
+            raise ConfigError(f"memory_limit must be at least 32MiB, got {self.memory_limit!r}")
         if not self.action_weights:
             raise ConfigError("action_weights must name at least one action")
         if any(not a.strip() or a != a.strip().lower() for a in self.action_weights):
@@ -108,6 +118,11 @@ class BuildSettings(Settings):
         from pinfeatures.build.read import text_codec
 
         text_codec(self.encoding)  # an unknown encoding fails before any stage starts
+
+    @property
+    def memory_limit_bytes(self) -> int:
+        """`memory_limit` in bytes (a share taken of this machine's memory)."""
+        return memory_bytes("memory_limit", self.memory_limit)
 
     @property
     def actions(self) -> tuple[str, ...]:

@@ -42,7 +42,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from pinfeatures.build.aggregate import QUERY_PARTS, aggregate, combine_queries, has_user_ids, no_user_ids
+from pinfeatures.build.aggregate import QUERY_PARTS, SPILL_FOLDER, WORK_PARQUET, aggregate, combine_queries, has_user_ids, no_user_ids
 from pinfeatures.build.assemble import assemble_texts
 from pinfeatures.build.language import LanguagePrior, LanguageSettings, PinTexts, decide_languages, estimate_prior
 from pinfeatures.build.queries import query_languages, query_table
@@ -51,16 +51,15 @@ from pinfeatures.build.text import normalise_pins
 from pinfeatures.build.tokens import make_counter
 from pinfeatures.build.validate import validate_tables, withhold_unkept_queries
 from pinfeatures.buildfolder import with_row_hashes
-from pinfeatures.build.settings import BuildSettings
+from pinfeatures.build.settings import MIN_MEMORY_LIMIT, BuildSettings
 from pinfeatures.contracts import LIST_SOURCES, SOURCES, empty_rejects
+from pinfeatures.errors import ConfigError
 from pinfeatures.progress import Progress
 from pinfeatures.sqlrun import load_sql
 
 SHARDED_TABLES = ("pins", "saves", "engagements", "captions")
 OUTPUT_TABLES = ("features", "texts", "rejects", "query_pins")
 GLOBAL = "global"
-WORK_PARQUET: dict[str, Any] = {"compression": "lz4", "statistics": False}
-"""Intermediate files are read once, by the next step: fast to write beats small."""
 
 
 def shard_ids(pin_ids: pl.Series, n: int) -> pl.Series:
@@ -99,6 +98,8 @@ class ShardTask:
     """The whole build's language prior (known after every shard's prepare_shard)."""
     variants: tuple[str, ...] = ()
     """The variants to assemble (known after the caption stage)."""
+    memory_limit: int | None = None
+    """Bytes DuckDB may hold in this shard's aggregate stage: memory_limit over the shards running at once."""
 
     @property
     def dir(self) -> Path:
@@ -214,7 +215,7 @@ def prepare_shard(task: ShardTask) -> dict[str, Any]:
     agg = aggregate(
         valid.saves, boards, valid.engagements, action_weights=cfg.action_weights, board_top_k=cfg.board_top_k,
         query_top_k=cfg.query_top_k, query_min_users=cfg.min_users, query_top_pins=cfg.query_top_pins,
-        threads=threads, use_users=task.use_users, query_parts=True,
+        threads=threads, use_users=task.use_users, query_parts=True, memory_limit=task.memory_limit, temp_directory=out / SPILL_FOLDER,
     )
     users_seen = has_user_ids(valid.engagements)
     valid.saves = valid.engagements = valid.boards = None
@@ -235,7 +236,8 @@ def prepare_shard(task: ShardTask) -> dict[str, Any]:
         _write(valid.captions, out / "captions.parquet")
     counts = {k: v for k, v in valid.counts.items() if k != "boards"}  # boards are counted once, globally
     reasons = {k: v for k, v in valid.reject_reasons.items() if k != "boards"}
-    return {"counts": counts, "reasons": reasons, "privacy": agg.stats, "language_counts": language_counts, "users_seen": users_seen}
+    return {"counts": counts, "reasons": reasons, "privacy": agg.stats, "language_counts": language_counts, "users_seen": users_seen,
+            "memory": agg.memory}
 
 
 def finish_shard(task: ShardTask) -> dict[str, Any]:
@@ -305,7 +307,7 @@ def run_sharded(writer: Any, cfg: BuildSettings, variants: list[str], counter: A
     one by one, so the driver holds one shard's table at a time.
     """
     from pinfeatures.build.health import empty_variant_warnings
-    from pinfeatures.build.run import _manifest, _stop_if_strict, after_captions, attach_captions, images_root, report_warnings
+    from pinfeatures.build.run import _manifest, _stop_if_strict, after_captions, attach_captions, images_root, memory_fields, report_warnings
     from pinfeatures.engine import engine_for
 
     out = Path(writer.out)
@@ -313,6 +315,10 @@ def run_sharded(writer: Any, cfg: BuildSettings, variants: list[str], counter: A
     work = out.parent / f".{out.name}.shards-{uuid.uuid4().hex[:8]}"
     engine = engine_for(cfg)
     try:
+        at_once = engine.concurrency(n)
+        shard_limit = cfg.memory_limit_bytes // at_once  # each running shard's DuckDB gets its share
+        if shard_limit < MIN_MEMORY_LIMIT:
+            raise ConfigError(f"memory_limit {cfg.memory_limit} over {at_once} shards at once is below 32MiB a shard: raise it or lower --workers")
         with progress.stage("partition", f"hash-partitioning the pins into {n} shard(s)"):
             located = input_tables(cfg)
             fingerprints = {name: tf.fingerprint() for name, tf in located.items()}
@@ -331,13 +337,13 @@ def run_sharded(writer: Any, cfg: BuildSettings, variants: list[str], counter: A
             _write(global_valid.rejects, work / "rejects.parquet")
             del global_tables
 
-        tasks = [ShardTask(i, str(work), cfg, any_users, tuple(located)) for i in range(n)]
+        tasks = [ShardTask(i, str(work), cfg, any_users, tuple(located), memory_limit=shard_limit) for i in range(n)]
         with progress.stage("shards", f"validate, aggregate, text, language in {n} shard(s) ({cfg.engine})"):
             memory = shard_memory(work, n)
             prepared = engine.map(prepare_shard, tasks, memory_bytes=memory)
             users_seen = any(p["users_seen"] for p in prepared)
             if users_seen != any_users:  # only valid rows decide, as in the whole-input build: rare, redo
-                tasks = [ShardTask(i, str(work), cfg, users_seen, tuple(located)) for i in range(n)]
+                tasks = [ShardTask(i, str(work), cfg, users_seen, tuple(located), memory_limit=shard_limit) for i in range(n)]
                 prepared = engine.map(prepare_shard, tasks, memory_bytes=memory)
             if not users_seen and sum(p["counts"].get("engagements", {}).get("valid", 0) for p in prepared):
                 read_warnings.append(no_user_ids(cfg.min_users, cfg.require_users))
@@ -369,7 +375,8 @@ def run_sharded(writer: Any, cfg: BuildSettings, variants: list[str], counter: A
         with progress.stage("queries", "queries: traffic, users, locale, top pins and language over all shards"):
             query_pins_files = [str(d / "query_pins.parquet") for d in shard_dirs]
             rows = combine_queries({name: [str(d / f"{name}.parquet") for d in shard_dirs] for name in QUERY_PARTS}, query_pins_files,
-                                   use_users=users_seen, top_pins=cfg.query_top_pins)
+                                   use_users=users_seen, top_pins=cfg.query_top_pins, memory_limit=cfg.memory_limit_bytes,
+                                   temp_directory=work / SPILL_FOLDER)
             all_pairs = pl.read_parquet(query_pins_files, columns=["query", "pin_id", "score"])
             pin_languages = pl.concat([pl.read_parquet(d / "pin_languages.parquet") for d in shard_dirs])
             languages = query_languages(rows, all_pairs, pin_languages, prior, settings)
@@ -399,6 +406,7 @@ def run_sharded(writer: Any, cfg: BuildSettings, variants: list[str], counter: A
             root = images_root(cfg, located)
             fields["images_root"] = str(root.absolute()) if root is not None else None
             fields["warnings"], fields["notes"] = read_warnings + warnings, notes
+            fields["memory"] = memory_fields(cfg, at_once, [p["memory"] for p in prepared])
             fields["sharding"] = {"shards": n, "engine": cfg.engine, "shard_of": "int(md5(pin_id)[:8], 16) % shards"}
             return writer.commit(fields)
     finally:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import polars as pl
 
@@ -53,13 +53,16 @@ USER_ID_WITHHELD = "value withheld: user ids never leave the build"
 class ValidTables:
     pins: pl.DataFrame
     boards: pl.DataFrame
-    saves: pl.DataFrame
-    engagements: pl.DataFrame
+    saves: pl.DataFrame | None
+    """None when streamed (validate_tables' `sink` got the rows)."""
+    engagements: pl.DataFrame | None
     captions: pl.DataFrame | None
     rejects: pl.DataFrame
     counts: dict[str, dict[str, int]]
     """{table: {read, valid, rejected}}; read = valid + rejected always."""
     reject_reasons: dict[str, dict[str, int]]
+    users_seen: bool = False
+    """Whether some valid engagement has a user id (the privacy threshold can count users)."""
 
 
 def _blank(col: str) -> pl.Expr:
@@ -67,11 +70,21 @@ def _blank(col: str) -> pl.Expr:
 
 
 def _split(table: Table, reason: pl.Expr, column: pl.Expr, detail: pl.Expr | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Split a table by a `reason` expression (null = valid) into (valid rows, rejects)."""
-    frame = table.frame.with_columns(reason.alias("_reason"), column.alias("_column"), (detail if detail is not None else pl.lit(None, pl.Utf8)).alias("_detail"))
-    valid = frame.filter(pl.col("_reason").is_null()).drop("_reason", "_column", "_detail", *ROW_COLS)
+    """Split a table by a `reason` expression (null = valid) into (valid rows, rejected rows with
+    `_reason`, `_column`, `_detail`: `_to_rejects` makes them reject records).
+
+    The reason is computed first, alone: most rows have none, and with no rejected row the valid
+    rows are the table itself, not a filtered copy of it.
+    """
+    rejected = table.frame.select(reason.is_not_null()).to_series()
+    valid = table.frame.drop(*ROW_COLS) if not rejected.any() else None
+    # no rejected row: no rows, but the table's columns (_to_rejects lays records out by them)
+    frame = table.frame if valid is None else table.frame.head(0)
+    frame = frame.with_columns(reason.alias("_reason"), column.alias("_column"), (detail if detail is not None else pl.lit(None, pl.Utf8)).alias("_detail"))
+    if valid is None:
+        valid = frame.filter(~rejected).drop("_reason", "_column", "_detail", *ROW_COLS)
     bad = frame.filter(pl.col("_reason").is_not_null())
-    return valid, _to_rejects(table.name, bad)
+    return valid, bad
 
 
 def canonical_user_id(col: pl.Expr) -> pl.Expr:
@@ -176,104 +189,151 @@ def _canonical_users(table: Table) -> Table:
     return Table(table.name, table.source, frame, table.unparsed)
 
 
-def validate_tables(tables: Mapping[str, Table], actions: Sequence[str] = ACTIONS) -> ValidTables:
+def validate_tables(
+    tables: Mapping[str, Table],
+    actions: Sequence[str] = ACTIONS,
+    *,
+    streamed: Mapping[str, Iterable[Table]] | None = None,
+    sink: Callable[[str, pl.DataFrame], None] | None = None,
+) -> ValidTables:
     """Split each table into valid rows and rejects (see the module docstring for the reasons).
 
     `actions`: the known actions (the build's `action_weights` names); any other is `unknown_action`.
+    `streamed`: saves and/or engagements as one Table per input file, read as this iterates: each
+    file's valid rows go to `sink(name, rows)` and are not kept (ValidTables holds None for that
+    table), so memory is bounded by the largest file. Rejects, counts and order are exactly those
+    of the tables read whole (a file's rejected rows keep its columns until all files are in).
     """
+    streamed = dict(streamed or {})
     rejects: list[pl.DataFrame] = [safe_unparsed(name, t.unparsed) for name, t in tables.items()]
+    read = {name: t.frame.height + t.unparsed.height for name, t in tables.items()}
     tables = {name: _canonical_users(t) for name, t in tables.items()}
 
-    # pins
-    pins_t = tables["pins"]
+    pins, bad = _valid_pins(tables["pins"])
+    rejects.append(_to_rejects("pins", bad))
+    boards, bad = _valid_boards(tables["boards"])
+    rejects.append(_to_rejects("boards", bad))
+    pin_ids, board_ids = pins.get_column("pin_id"), boards.get_column("board_id")
+    checks = {
+        "saves": lambda t: _valid_saves(t, pin_ids, board_ids),
+        "engagements": lambda t: _valid_engagements(t, pin_ids, actions),
+    }
+    valid_frames: dict[str, pl.DataFrame | None] = {"pins": pins, "boards": boards}
+    n_valid: dict[str, int] = {}
+    users_seen = False
+    for name, check in checks.items():
+        if name in streamed:
+            bad_parts, n_valid[name], read[name] = [], 0, 0
+            for table in streamed[name]:
+                read[name] += table.frame.height + table.unparsed.height
+                rejects.append(safe_unparsed(name, table.unparsed))
+                rows, bad = check(_canonical_users(table))
+                bad_parts.append(bad)
+                n_valid[name] += rows.height
+                users_seen = users_seen or (name == "engagements" and _has_user_ids(rows))
+                assert sink is not None, "streamed tables need a sink"
+                sink(name, rows)
+                del rows
+            # one record layout for every file, as when the files are read into one frame
+            rejects.append(_to_rejects(name, pl.concat(bad_parts, how="diagonal_relaxed") if bad_parts else pl.DataFrame()))
+            valid_frames[name] = None
+        else:
+            valid_frames[name], bad = check(tables[name])
+            rejects.append(_to_rejects(name, bad))
+            users_seen = users_seen or (name == "engagements" and _has_user_ids(valid_frames[name]))
+
+    captions = None
+    if "captions" in tables:
+        captions, bad = _valid_captions(tables["captions"], pin_ids)
+        rejects.append(_to_rejects("captions", bad))
+    valid_frames["captions"] = captions
+
+    rejects_df = pl.concat(rejects, how="vertical_relaxed").sort(["table", "file", "row"], nulls_last=True)
+    counts: dict[str, dict[str, int]] = {}
+    reasons: dict[str, dict[str, int]] = {}
+    for name in [*tables, *(n for n in streamed if n not in tables)]:
+        n_rej = int(rejects_df.filter(pl.col("table") == name).height)
+        frame = valid_frames.get(name)
+        valid = n_valid[name] if name in n_valid else (frame.height if frame is not None else 0)
+        if read[name] != valid + n_rej:  # pragma: no cover - an invariant, not an input problem
+            raise AssertionError(f"{name}: read {read[name]} != valid {valid} + rejected {n_rej}")
+        counts[name] = {"read": read[name], "valid": valid, "rejected": n_rej}
+        by_reason = rejects_df.filter(pl.col("table") == name).group_by("reason").len().sort("reason")
+        reasons[name] = {r: int(n) for r, n in by_reason.iter_rows()}
+    return ValidTables(pins, boards, valid_frames["saves"], valid_frames["engagements"], captions, rejects_df, counts, reasons, users_seen)
+
+
+def _has_user_ids(engagements: pl.DataFrame) -> bool:
+    return "user_id" in engagements.columns and engagements.get_column("user_id").null_count() < engagements.height
+
+
+def _valid_pins(table: Table) -> tuple[pl.DataFrame, pl.DataFrame]:
     reason, column = _id_checks("pin_id")
     first = pl.col("pin_id").is_first_distinct()
-    pins_reason = reason.when(~first).then(pl.lit("duplicate_pin_id")).otherwise(pl.lit(None, pl.Utf8))
-    pins_column = column.when(~first).then(pl.lit("pin_id")).otherwise(pl.lit(None, pl.Utf8))
-    pins, bad = _split(pins_t, pins_reason, pins_column)
-    rejects.append(bad)
-    pin_ids = pins.get_column("pin_id")
+    return _split(
+        table,
+        reason.when(~first).then(pl.lit("duplicate_pin_id")).otherwise(pl.lit(None, pl.Utf8)),
+        column.when(~first).then(pl.lit("pin_id")).otherwise(pl.lit(None, pl.Utf8)),
+    )
 
-    # boards
-    boards_t = tables["boards"]
+
+def _valid_boards(table: Table) -> tuple[pl.DataFrame, pl.DataFrame]:
     reason, column = _id_checks("board_id")
     first = pl.col("board_id").is_first_distinct()
-    boards, bad = _split(
-        boards_t,
+    return _split(
+        table,
         reason.when(~first).then(pl.lit("duplicate_board_id")).otherwise(pl.lit(None, pl.Utf8)),
         column.when(~first).then(pl.lit("board_id")).otherwise(pl.lit(None, pl.Utf8)),
     )
-    rejects.append(bad)
-    board_ids = boards.get_column("board_id")
 
-    # saves
+
+def _valid_saves(table: Table, pin_ids: pl.Series, board_ids: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
     reason, column = _id_checks("pin_id", "board_id")
     unknown_pin = ~pl.col("pin_id").is_in(pin_ids.implode())
     unknown_board = ~pl.col("board_id").is_in(board_ids.implode())
-    saves, bad = _split(
-        tables["saves"],
+    return _split(
+        table,
         reason.when(unknown_pin).then(pl.lit("unknown_pin")).when(unknown_board).then(pl.lit("unknown_board")).otherwise(pl.lit(None, pl.Utf8)),
         column.when(unknown_pin).then(pl.lit("pin_id")).when(unknown_board).then(pl.lit("board_id")).otherwise(pl.lit(None, pl.Utf8)),
     )
-    rejects.append(bad)
 
-    # engagements
-    eng_t = tables["engagements"]
-    eng_t = Table(eng_t.name, eng_t.source, eng_t.frame.with_columns(pl.col("action").str.strip_chars().str.to_lowercase().alias("action")), eng_t.unparsed)
+
+def _valid_engagements(table: Table, pin_ids: pl.Series, actions: Sequence[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    table = Table(table.name, table.source, table.frame.with_columns(pl.col("action").str.strip_chars().str.to_lowercase().alias("action")), table.unparsed)
     reason, column = _id_checks("pin_id")
     empty_query = pl.col("query").is_null() | _blank("query")
     unknown_action = ~pl.col("action").is_in(list(actions)) | pl.col("action").is_null()
-    engagements, bad = _split(
-        eng_t,
+    unknown_pin = ~pl.col("pin_id").is_in(pin_ids.implode())
+    return _split(
+        table,
         reason.when(empty_query).then(pl.lit("empty_query")).when(unknown_action).then(pl.lit("unknown_action"))
         .when(unknown_pin).then(pl.lit("unknown_pin")).otherwise(pl.lit(None, pl.Utf8)),
         column.when(empty_query).then(pl.lit("query")).when(unknown_action).then(pl.lit("action"))
         .when(unknown_pin).then(pl.lit("pin_id")).otherwise(pl.lit(None, pl.Utf8)),
         pl.when(unknown_action & ~empty_query).then(pl.lit("known actions: " + ", ".join(actions))).otherwise(pl.lit(None, pl.Utf8)),
     )
-    rejects.append(bad)
 
-    # captions (optional)
-    captions = None
-    if "captions" in tables:
-        cap_t = tables["captions"]
-        frame = cap_t.frame
-        for c in ("pin_id", "image_sha256"):
-            if c not in frame.columns:
-                frame = frame.with_columns(pl.lit(None, pl.Utf8).alias(c))
-        frame = frame.with_columns(
-            pl.when(pl.col("pin_id").is_null() | _blank("pin_id")).then(pl.lit(None, pl.Utf8)).otherwise(pl.col("pin_id")).alias("pin_id"),
-            pl.when(pl.col("image_sha256").is_null() | _blank("image_sha256")).then(pl.lit(None, pl.Utf8)).otherwise(pl.col("image_sha256").str.to_lowercase()).alias("image_sha256"),
-        ).with_columns(  # a second context: the key must see the cleaned pin_id / image_sha256 above
-            pl.coalesce(pl.lit("pin:") + pl.col("pin_id"), pl.lit("sha:") + pl.col("image_sha256")).alias("_key"),
-        )
-        cap_t = Table(cap_t.name, cap_t.source, frame, cap_t.unparsed)
-        no_key = pl.col("_key").is_null()
-        empty_caption = pl.col("caption").is_null() | _blank("caption")
-        cap_unknown = pl.col("pin_id").is_not_null() & ~pl.col("pin_id").is_in(pin_ids.implode())
-        dup = ~pl.col("_key").is_first_distinct()
-        captions, bad = _split(
-            cap_t,
-            pl.when(no_key).then(pl.lit("null_id")).when(empty_caption).then(pl.lit("empty_caption"))
-            .when(cap_unknown).then(pl.lit("unknown_pin")).when(dup).then(pl.lit("duplicate_caption")).otherwise(pl.lit(None, pl.Utf8)),
-            pl.when(no_key).then(pl.lit("pin_id")).when(empty_caption).then(pl.lit("caption"))
-            .when(cap_unknown).then(pl.lit("pin_id")).when(dup).then(pl.lit("pin_id")).otherwise(pl.lit(None, pl.Utf8)),
-        )
-        captions = captions.drop("_key")
-        rejects.append(bad)
 
-    rejects_df = pl.concat(rejects, how="vertical_relaxed").sort(["table", "file", "row"], nulls_last=True)
-    counts: dict[str, dict[str, int]] = {}
-    reasons: dict[str, dict[str, int]] = {}
-    valid_frames = {"pins": pins, "boards": boards, "saves": saves, "engagements": engagements, "captions": captions}
-    for name, table in tables.items():
-        n_rej = int(rejects_df.filter(pl.col("table") == name).height)
-        n_valid = valid_frames[name].height if valid_frames.get(name) is not None else 0
-        n_read = table.frame.height + table.unparsed.height
-        if n_read != n_valid + n_rej:  # pragma: no cover - an invariant, not an input problem
-            raise AssertionError(f"{name}: read {n_read} != valid {n_valid} + rejected {n_rej}")
-        counts[name] = {"read": n_read, "valid": n_valid, "rejected": n_rej}
-        by_reason = rejects_df.filter(pl.col("table") == name).group_by("reason").len().sort("reason")
-        reasons[name] = {r: int(n) for r, n in by_reason.iter_rows()}
-    return ValidTables(pins, boards, saves, engagements, captions, rejects_df, counts, reasons)
-
+def _valid_captions(table: Table, pin_ids: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
+    frame = table.frame
+    for c in ("pin_id", "image_sha256"):
+        if c not in frame.columns:
+            frame = frame.with_columns(pl.lit(None, pl.Utf8).alias(c))
+    frame = frame.with_columns(
+        pl.when(pl.col("pin_id").is_null() | _blank("pin_id")).then(pl.lit(None, pl.Utf8)).otherwise(pl.col("pin_id")).alias("pin_id"),
+        pl.when(pl.col("image_sha256").is_null() | _blank("image_sha256")).then(pl.lit(None, pl.Utf8)).otherwise(pl.col("image_sha256").str.to_lowercase()).alias("image_sha256"),
+    ).with_columns(  # a second context: the key must see the cleaned pin_id / image_sha256 above
+        pl.coalesce(pl.lit("pin:") + pl.col("pin_id"), pl.lit("sha:") + pl.col("image_sha256")).alias("_key"),
+    )
+    no_key = pl.col("_key").is_null()
+    empty_caption = pl.col("caption").is_null() | _blank("caption")
+    cap_unknown = pl.col("pin_id").is_not_null() & ~pl.col("pin_id").is_in(pin_ids.implode())
+    dup = ~pl.col("_key").is_first_distinct()
+    captions, bad = _split(
+        Table(table.name, table.source, frame, table.unparsed),
+        pl.when(no_key).then(pl.lit("null_id")).when(empty_caption).then(pl.lit("empty_caption"))
+        .when(cap_unknown).then(pl.lit("unknown_pin")).when(dup).then(pl.lit("duplicate_caption")).otherwise(pl.lit(None, pl.Utf8)),
+        pl.when(no_key).then(pl.lit("pin_id")).when(empty_caption).then(pl.lit("caption"))
+        .when(cap_unknown).then(pl.lit("pin_id")).when(dup).then(pl.lit("pin_id")).otherwise(pl.lit(None, pl.Utf8)),
+    )
+    return captions.drop("_key"), bad

@@ -51,6 +51,7 @@ def build_settings(config: str | None = None, **flags: Any) -> dict[str, Any]:
 @click.option("--shards", type=int, help="Hash-partition the pins into N shards (each table becomes a folder of N parts; same rows). Default: no sharding.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), help="Run shards in local processes (default) or as Ray tasks (pip install 'pinfeatures[ray]').")
 @click.option("--workers", type=int, help="Shards the local engine runs at once (default: min(shards, cores)).")
+@click.option("--memory-limit", help="Memory DuckDB may hold before it spills to disk: 2GiB, 512MB, or a share of this machine's memory (default 10%); shards divide it.")
 @click.option("--ray-address", help="Ray cluster to join with --engine ray (default: start a local Ray).")
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML file with the same settings; a flag wins over the file.")
 @click.option("--quiet", "-q", is_flag=True, default=None, help="No progress output.")

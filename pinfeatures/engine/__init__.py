@@ -13,6 +13,9 @@ class Engine(Protocol):
     def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any], *, memory_bytes: int | None = None) -> list[Any]:
         """fn(task) for every task, results in task order; an exception in one task is raised here."""
 
+    def concurrency(self, n_tasks: int) -> int:
+        """How many of `n_tasks` run at once on one machine (they share its memory)."""
+
     def close(self) -> None: ...
 
 

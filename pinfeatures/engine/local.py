@@ -26,8 +26,11 @@ class LocalEngine:
     def __init__(self, workers: int | None = None):
         self.workers = workers
 
+    def concurrency(self, n_tasks: int) -> int:
+        return max(1, min(self.workers or os.cpu_count() or 1, n_tasks))
+
     def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any], *, memory_bytes: int | None = None) -> list[Any]:
-        workers = min(self.workers or os.cpu_count() or 1, len(tasks))
+        workers = self.concurrency(len(tasks))
         if workers <= 1:
             return [fn(t) for t in tasks]
         threads = worker_threads(workers)

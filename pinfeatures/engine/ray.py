@@ -38,6 +38,11 @@ class RayEngine:
             ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False, log_to_driver=False,
                      configure_logging=False, runtime_env={"env_vars": {**env, **WORKER_ENV}})
 
+    def concurrency(self, n_tasks: int) -> int:
+        # one CPU per task: a node runs as many shard tasks at once as it has CPUs
+        cpus = [int(node["Resources"].get("CPU", 1)) for node in _ray().nodes() if node.get("Alive")]
+        return max(1, min(n_tasks, max(cpus, default=1)))
+
     def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any], *, memory_bytes: int | None = None) -> list[Any]:
         ray = _ray()
         options: dict[str, Any] = {"num_cpus": 1, "max_retries": 2}
