@@ -45,6 +45,11 @@ class Aggregates:
 QUERY_PARTS = ("query_traffic", "query_users", "query_locales")
 WORK_PARQUET: dict[str, Any] = {"compression": "lz4", "statistics": False}
 """Intermediate files (a build's work folder) are read once, by the next step: fast to write beats small."""
+STREAMED = ("saves", "engagements")
+"""The big input tables: validated one input file at a time (validate_tables' `streamed`), their
+valid rows handed to DuckDB as Parquet files (ParquetSink), never whole in memory."""
+WORK_FOLDER = "_work"
+"""A build's (or shard's) work folder for those files and DuckDB's spill folder: removed after the aggregate stage."""
 SPILL_FOLDER = "duckdb-spill"
 """DuckDB's temporary folder, inside the build's staging folder (or a shard's work folder): removed
 after the stage, and with the staging or work folder if the build is killed."""
@@ -64,6 +69,22 @@ def sql_table(name: str, frame: pl.DataFrame) -> pl.DataFrame:
     return frame.select(
         [pl.col(c).cast(t) if c in frame.columns else pl.lit(None, t).alias(c) for c, t in SQL_COLUMNS[name].items()]
     )
+
+
+class ParquetSink:
+    """validate_tables' sink: each file's valid rows of a table, as the SQL reads them
+    (`sql_table`), to WORK/<table>/<n>.parquet; `files[table]` lists them for `aggregate`."""
+
+    def __init__(self, work: Path):
+        self.work = work
+        self.files: dict[str, list[Path]] = {}
+
+    def __call__(self, name: str, rows: pl.DataFrame) -> None:
+        files = self.files.setdefault(name, [])
+        path = self.work / name / f"{len(files):05d}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sql_table(name, rows).write_parquet(path, **WORK_PARQUET)
+        files.append(path)
 
 
 def _arrow(frame: pl.DataFrame) -> Any:

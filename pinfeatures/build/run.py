@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import polars as pl
 
 from pinfeatures import __version__
-from pinfeatures.build.aggregate import SPILL_FOLDER, WORK_PARQUET, aggregate, no_user_ids, sql_table
+from pinfeatures.build.aggregate import SPILL_FOLDER, STREAMED, WORK_FOLDER, ParquetSink, aggregate, no_user_ids
 from pinfeatures.build.health import StrictError, caption_notes, caption_warnings, empty_variant_warnings
 from pinfeatures.build.assemble import assemble_texts
 from pinfeatures.build.language import LanguageSettings, detect_languages
@@ -99,7 +99,8 @@ def _build_into(writer: BuildWriter, cfg: BuildSettings, variants: list[str], co
     try:
         with progress.stage("validate", "checking ids, references and actions (saves and engagements one file at a time)"):
             streamed = {name: _each_file(located[name], cfg.encoding, read_warnings) for name in STREAMED}
-            valid = validate_tables(tables, actions=cfg.actions, streamed=streamed, sink=_ParquetSink(work))
+            sink = ParquetSink(work)
+            valid = validate_tables(tables, actions=cfg.actions, streamed=streamed, sink=sink)
         del tables  # the rows as read: the valid frames and the rejects hold all that is used of them
         for name, c in valid.counts.items():
             progress.say(f"  {name}: read {c['read']}, valid {c['valid']}, rejected {c['rejected']}")
@@ -109,9 +110,9 @@ def _build_into(writer: BuildWriter, cfg: BuildSettings, variants: list[str], co
 
         with progress.stage("aggregate", "board titles and top queries per pin (DuckDB)"):
             agg = aggregate(
-                sorted((work / "saves").glob("*.parquet")),
+                sink.files["saves"],
                 valid.boards,
-                sorted((work / "engagements").glob("*.parquet")),
+                sink.files["engagements"],
                 action_weights=cfg.action_weights,
                 board_top_k=cfg.board_top_k,
                 query_top_k=cfg.query_top_k,
@@ -169,32 +170,12 @@ def _build_into(writer: BuildWriter, cfg: BuildSettings, variants: list[str], co
         return writer.commit(fields)
 
 
-STREAMED = ("saves", "engagements")
-"""The big tables: validated one input file at a time, their valid rows handed to DuckDB as Parquet files."""
-WORK_FOLDER = "_work"
-
-
 def _each_file(tf: TableFile, encoding: str, warnings: list[str]) -> Iterator[Table]:
     """A table as read, one input file at a time (its reading warnings added to `warnings`)."""
     for path in tf.files:
         table = read_located(TableFile(tf.name, tf.path, tf.format, [path]), encoding)
         warnings += table.warnings
         yield table
-
-
-class _ParquetSink:
-    """validate_tables' sink: each file's valid rows, as the SQL reads them, to WORK/<table>/<n>.parquet."""
-
-    def __init__(self, work: Path):
-        self.work = work
-        self.written: dict[str, int] = {}
-
-    def __call__(self, name: str, rows: pl.DataFrame) -> None:
-        n = self.written.get(name, 0)
-        self.written[name] = n + 1
-        path = self.work / name / f"{n:05d}.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sql_table(name, rows).write_parquet(path, **WORK_PARQUET)
 
 
 def memory_fields(cfg: BuildSettings, workers: int, shards: list[dict[str, Any]]) -> dict[str, Any]:

@@ -37,12 +37,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Iterator
 
 import duckdb
 import polars as pl
 
-from pinfeatures.build.aggregate import QUERY_PARTS, SPILL_FOLDER, WORK_PARQUET, aggregate, combine_queries, has_user_ids, no_user_ids
+from pinfeatures.build.aggregate import QUERY_PARTS, SPILL_FOLDER, STREAMED, WORK_FOLDER, WORK_PARQUET, ParquetSink, aggregate, combine_queries, has_user_ids, no_user_ids
 from pinfeatures.build.assemble import assemble_texts
 from pinfeatures.build.language import LanguagePrior, LanguageSettings, PinTexts, decide_languages, estimate_prior
 from pinfeatures.build.queries import query_languages, query_table
@@ -181,6 +181,15 @@ def read_part_table(work: Path, shard: int | str, name: str, source: TableFile) 
     return Table(name, source, frame, pl.concat([empty_rejects(), *unparsed], how="vertical_relaxed"))
 
 
+def part_tables(work: Path, shard: int | str, name: str, source: TableFile) -> Iterator[Table]:
+    """The table of one shard as read_part_table gives it, one input file's part at a time (with
+    that file's unparsed rows)."""
+    folder = _part_dir(work, shard, name)
+    for path in sorted(folder.glob("[0-9]*.parquet")):
+        unparsed = folder / f"unparsed-{path.name}"
+        yield Table(name, source, pl.read_parquet(path), pl.concat([empty_rejects(), *([pl.read_parquet(unparsed)] if unparsed.exists() else [])], how="vertical_relaxed"))
+
+
 def _empty_frame(name: str) -> pl.DataFrame:
     return pl.DataFrame(schema={**{c: pl.Utf8 for c in SCHEMAS[name].columns}, "_row": pl.Int64, "_file": pl.Utf8})
 
@@ -207,18 +216,22 @@ def prepare_shard(task: ShardTask) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     tables: dict[str, Table] = {name: read_part_table(work, task.index, name, located[name]) for name in ("pins",)}
     tables["boards"] = _as_valid_table("boards", pl.read_parquet(work / "boards.parquet"), located["boards"])
-    for name in ("saves", "engagements", "captions"):
-        if name in task.tables:
-            tables[name] = read_part_table(work, task.index, name, located[name])
-    valid = validate_tables(tables, actions=cfg.actions)
-    boards = valid.boards.join(valid.saves.select("board_id").unique(), on="board_id", how="semi")
-    agg = aggregate(
-        valid.saves, boards, valid.engagements, action_weights=cfg.action_weights, board_top_k=cfg.board_top_k,
-        query_top_k=cfg.query_top_k, query_min_users=cfg.min_users, query_top_pins=cfg.query_top_pins,
-        threads=threads, use_users=task.use_users, query_parts=True, memory_limit=task.memory_limit, temp_directory=out / SPILL_FOLDER,
-    )
-    users_seen = has_user_ids(valid.engagements)
-    valid.saves = valid.engagements = valid.boards = None
+    if "captions" in task.tables:
+        tables["captions"] = read_part_table(work, task.index, "captions", located["captions"])
+    # saves and engagements one input file's part at a time, as the whole build reads its input files
+    streamed = {name: part_tables(work, task.index, name, located[name]) for name in STREAMED}
+    sink = ParquetSink(out / WORK_FOLDER)
+    try:
+        valid = validate_tables(tables, actions=cfg.actions, streamed=streamed, sink=sink)
+        agg = aggregate(
+            sink.files["saves"], valid.boards, sink.files["engagements"], action_weights=cfg.action_weights, board_top_k=cfg.board_top_k,
+            query_top_k=cfg.query_top_k, query_min_users=cfg.min_users, query_top_pins=cfg.query_top_pins, threads=threads,
+            use_users=task.use_users, query_parts=True, memory_limit=task.memory_limit, temp_directory=out / WORK_FOLDER / SPILL_FOLDER,
+        )
+    finally:
+        shutil.rmtree(out / WORK_FOLDER, ignore_errors=True)
+    users_seen = valid.users_seen
+    valid.boards = None
     pins = normalise_pins(valid.pins, cfg.max_source_chars)
     language_settings = LanguageSettings.from_config(cfg)
     scored = PinTexts(pins, agg.pin_boards, language_settings)  # scored once: finish_shard decides from it

@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import polars as pl
 
+from pinfeatures.build.aggregate import has_user_ids
 from pinfeatures.build.read import ROW_COLS, Table
 from pinfeatures.build.scrub import normalize_phrases
 from pinfeatures.contracts import ACTIONS, REJECT_SCHEMA, empty_rejects
@@ -230,7 +231,7 @@ def validate_tables(
                 rows, bad = check(_canonical_users(table))
                 bad_parts.append(bad)
                 n_valid[name] += rows.height
-                users_seen = users_seen or (name == "engagements" and _has_user_ids(rows))
+                users_seen = users_seen or (name == "engagements" and has_user_ids(rows))
                 assert sink is not None, "streamed tables need a sink"
                 sink(name, rows)
                 del rows
@@ -240,7 +241,7 @@ def validate_tables(
         else:
             valid_frames[name], bad = check(tables[name])
             rejects.append(_to_rejects(name, bad))
-            users_seen = users_seen or (name == "engagements" and _has_user_ids(valid_frames[name]))
+            users_seen = users_seen or (name == "engagements" and has_user_ids(valid_frames[name]))
 
     captions = None
     if "captions" in tables:
@@ -261,10 +262,6 @@ def validate_tables(
         by_reason = rejects_df.filter(pl.col("table") == name).group_by("reason").len().sort("reason")
         reasons[name] = {r: int(n) for r, n in by_reason.iter_rows()}
     return ValidTables(pins, boards, valid_frames["saves"], valid_frames["engagements"], captions, rejects_df, counts, reasons, users_seen)
-
-
-def _has_user_ids(engagements: pl.DataFrame) -> bool:
-    return "user_id" in engagements.columns and engagements.get_column("user_id").null_count() < engagements.height
 
 
 def _valid_pins(table: Table) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -215,3 +215,46 @@ def test_engagement_with_two_faults_gets_the_first_reason_in_the_documented_orde
         (4, "pin_id", "null_id"),  # null pin and unknown action
         (5, "pin_id", "empty_id"),  # empty pin, null query and unknown action
     ]
+
+
+def test_streamed_files_give_the_rows_rejects_and_counts_of_the_whole_table(tmp_path):
+    """saves and engagements validated one file at a time (the build's way): the same rejects,
+    records, counts and valid rows as the files read into one table, though the files differ in
+    columns (an extra column, a missing optional one), in format, and in which hold bad rows."""
+    from pinfeatures.build.read import read_located, _table_file
+
+    parts = tmp_path / "engagements"
+    parts.mkdir()
+    pl.DataFrame({"query": ["cake", "", "cake"], "pin_id": ["p1", "p1", "p9"], "action": ["click", "click", "click"],
+                  "user_id": ["u1", "u2", "u3"], "country": ["FR", "DE", None]}).write_parquet(parts / "a.parquet")
+    pl.DataFrame({"query": ["pie", "pie"], "pin_id": ["p1", "p2"], "action": ["save", "save"]}).write_parquet(parts / "b.parquet")  # no user_id, all valid
+    pl.DataFrame({"query": ["tart", "Mail anna@example.com"], "pin_id": ["p2", "p1"], "action": ["purchase", "CLICK"],
+                  "mood": ["happy", "sad"], "user_id": ["u4", "7.0"]}).write_parquet(parts / "c.parquet")
+    saves_dir = tmp_path / "saves"
+    saves_dir.mkdir()
+    pl.DataFrame({"pin_id": ["p1", "p9"], "board_id": ["b1", "b1"]}).write_parquet(saves_dir / "1.parquet")
+    pl.DataFrame({"pin_id": ["p2", None], "board_id": ["b9", "b1"], "saved_at": [1, 2]}).write_parquet(saves_dir / "2.parquet")
+    base = small_read(tmp_path)
+    whole = {**base, "saves": read_table(saves_dir, "saves"), "engagements": read_table(parts, "engagements")}
+    expected = validate_tables(whole)
+
+    def each_file(name, folder):
+        tf = _table_file(name, folder)
+        for path in tf.files:
+            yield read_located(type(tf)(tf.name, tf.path, tf.format, [path]))
+
+    got_rows: dict[str, list[pl.DataFrame]] = {"saves": [], "engagements": []}
+    streamed = validate_tables({k: base[k] for k in ("pins", "boards")}, streamed={"saves": each_file("saves", saves_dir), "engagements": each_file("engagements", parts)},
+                               sink=lambda name, rows: got_rows[name].append(rows))
+    assert streamed.saves is None and streamed.engagements is None
+    assert streamed.rejects.equals(expected.rejects)
+    assert (streamed.counts, streamed.reject_reasons) == (expected.counts, expected.reject_reasons)
+    assert streamed.users_seen is expected.users_seen is True
+    assert [len(v) for v in got_rows.values()] == [2, 3]  # one hand-over per file, an all-valid one included
+    for name in ("saves", "engagements"):
+        columns = ["pin_id", "board_id"] if name == "saves" else ["query", "pin_id", "action", "user_id"]
+        rows = pl.concat([f.select(pl.col(c) if c in f.columns else pl.lit(None, pl.Utf8).alias(c) for c in columns) for f in got_rows[name]])
+        assert rows.equals(getattr(expected, name).select(columns)), name
+    assert expected.counts["engagements"] == {"read": 7, "valid": 4, "rejected": 3}
+    # a record has every column of the files read as one table: the first file's rejects name `mood`, null
+    assert json.loads(expected.rejects.filter(pl.col("table") == "engagements").get_column("record")[0])["mood"] is None
