@@ -66,6 +66,7 @@ def test_normalise_pins_values():
     assert out.get_column("caption").to_list() == ["a cat", None, None]
     assert out.get_column("link").to_list() == ["<keep>", None, None]  # other columns untouched
     assert out.columns == pins.columns
+    assert normalise_pins(pins).equals(out)  # 4000 characters is the default cap
 
 
 def test_normalise_pins_without_description_column_and_empty_frame():

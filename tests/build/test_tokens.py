@@ -120,6 +120,8 @@ def test_hf_counter_counts_like_the_tokenizer(hf_tokenizer):
     texts = VARIED[:15]
     want = [len(tok.encode(t, add_special_tokens=False)) for t in texts]
     assert c.count_many(pl.Series(texts)).to_list() == want
+    counted = c.count_many(pl.Series("title", texts))
+    assert (counted.name, counted.dtype) == ("title", pl.Int64)  # a column's counts keep its name
     assert [c.count(t) for t in texts] == want
     assert [len(c.spans(t)) for t in texts] == want and want != [len(tok.encode(t)) for t in texts]
     cut, was = truncate("chocolate cake recipe birthday garden", 3, c)
@@ -144,3 +146,30 @@ def test_bad_tokenizer_folders(tmp_path):
     with pytest.raises(ConfigError, match="cannot load a tokenizer"):
         HFCounter(tmp_path / "empty")
     assert isinstance(make_counter(None), ApproxCounter)
+
+
+class FixedSpans:
+    """A counter whose tokens are given spans: token boundaries anywhere inside a word."""
+
+    name = "fixed"
+
+    def __init__(self, spans):
+        self._spans = spans
+
+    def spans(self, text):
+        return self._spans
+
+
+@pytest.mark.parametrize(
+    ("text", "spans", "budget", "expected"),
+    [
+        ("ab cdefg", [(0, 2), (3, 6), (6, 8)], 2, "ab"),  # the cut splits cdefg: back to its start (3 steps)
+        ("ab cde h", [(0, 2), (3, 5), (5, 6), (7, 8)], 2, "ab"),  # a split one before the word's end
+        ("ab cde", [(0, 2), (3, 4), (4, 6)], 2, "ab"),  # a split one after the word's start
+        ("-abcdefgh", [(0, 1), (1, 5), (5, 9)], 2, "-"),  # the word starts at 1
+        ("abcdefgh", [(0, 4), (4, 8)], 1, "abcd"),  # one word longer than the budget: cut inside it
+        ("ab cd", [(0, 2), (3, 5)], 1, "ab"),  # the cut falls between words: nothing to back off
+    ],
+)
+def test_truncate_backs_off_to_the_start_of_a_split_word(text, spans, budget, expected):
+    assert truncate(text, budget, FixedSpans(spans)) == (expected, True)
