@@ -226,3 +226,23 @@ def test_column_fold_sends_disagreeing_characters_to_python():
     folded = _fold_many(pl.Series("text", values, dtype=pl.Utf8), MAX_PHRASE_CHARS, fast_min_strings=0)
     assert folded.to_list()[:7] == ["strasse", "οδοσ", "Ꭰ", "cake  lt;", "cake", "ünïcödé", None]
     assert folded[7] == "x" * 1024  # past 2 x 500 + 1 characters: the prefix loop stops at 1024
+
+
+@pytest.mark.parametrize(
+    ("raw", "cap", "expected"),
+    [
+        ("abcde fghi", 10, "abcde fghi"),  # exactly the cap: kept whole
+        ("abcde fghi jkl", 10, "abcde fghi"),  # the cut falls on a space: the word before it stays
+        ("abcde fghij kl", 10, "abcde"),  # the cut splits a word: it goes
+        ("a bcdefghijkl", 5, "a"),  # one letter left before the split word
+        ("abcdefghijkl", 5, "abcde"),  # no space in the first 5: cut hard
+    ],
+)
+def test_phrase_cap_cuts_on_word_boundaries(raw, cap, expected):
+    assert normalize_phrases([raw], cap).to_list() == [expected]
+
+
+def test_raw_text_cut_drops_the_split_word_and_number():
+    # 3,990 invisible characters, then words: the raw cap (8 x 500) falls inside the third word,
+    # which goes, and so do the digits and separators before a split word (a half phone number)
+    assert normalize_phrases(["\u200b" * 3990 + "tea cake recipe", "\u200b" * 3990 + "tea 0123 456789"]).to_list() == ["tea cake", "tea"]
