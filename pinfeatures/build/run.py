@@ -15,6 +15,7 @@ import os
 import platform
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -171,11 +172,21 @@ def _build_into(writer: BuildWriter, cfg: BuildSettings, variants: list[str], co
 
 
 def _each_file(tf: TableFile, encoding: str, warnings: list[str]) -> Iterator[Table]:
-    """A table as read, one input file at a time (its reading warnings added to `warnings`)."""
-    for path in tf.files:
-        table = read_located(TableFile(tf.name, tf.path, tf.format, [path]), encoding)
-        warnings += table.warnings
-        yield table
+    """A table as read, one input file at a time (its reading warnings added to `warnings`).
+
+    The next file is read in a thread while the caller validates this one: reading is mostly
+    Polars/Arrow work outside the GIL, so on two cores it overlaps; at most two files are held.
+    """
+    def read(path: Path) -> Table:
+        return read_located(TableFile(tf.name, tf.path, tf.format, [path]), encoding)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(read, tf.files[0]) if tf.files else None
+        for following in [*tf.files[1:], None]:
+            table = pending.result()
+            pending = pool.submit(read, following) if following is not None else None
+            warnings += table.warnings
+            yield table
 
 
 def memory_fields(cfg: BuildSettings, workers: int, shards: list[dict[str, Any]]) -> dict[str, Any]:

@@ -90,8 +90,8 @@ def _split(table: Table, reason: pl.Expr, column: pl.Expr, detail: pl.Expr | Non
 
 def canonical_user_id(col: pl.Expr) -> pl.Expr:
     """Stripped; `7.0` -> `7`; empty or blank -> null (see the module docstring)."""
-    text = col.cast(pl.Utf8).str.strip_chars()
-    text = pl.when(text.str.contains(r"^[+-]?[0-9]+\.0*$")).then(text.str.replace(r"\.0*$", "")).otherwise(text)
+    # one replace that changes only the matching values (a when/then would compute both sides for every row)
+    text = col.cast(pl.Utf8).str.strip_chars().str.replace(r"^([+-]?[0-9]+)\.0*$", "${1}")
     return pl.when(text.str.len_chars() > 0).then(text).otherwise(pl.lit(None, pl.Utf8))
 
 
