@@ -210,6 +210,9 @@ print("module: killed of checked (counts) in seconds")
 for line in open(table, encoding="utf-8"):
     module, secs, counts = line.rstrip("\n").split("\t")
     counts = collections.Counter(json.loads(counts))
+    if not counts:
+        print(f"  {module}: not run (MUTATION_TIMEOUT spent)")
+        continue
     total += counts
     killed = counts["killed"] + counts["timeout"]
     checked = sum(n for s, n in counts.items() if s not in ("not checked", "skipped"))
