@@ -98,6 +98,15 @@ def test_pin_vote_is_weighted_by_engagement_and_top_pins_are_capped():
     assert row["top_pins"] == ["p2", "p1"] and row["band"] == "head"
 
 
+def test_top_pins_tied_on_score_go_by_pin_id():
+    """Three kept pins with the same score: the two listed are the lowest ids, in order (queries.sql's tie-break)."""
+    events = pl.DataFrame(
+        _events("tarte", "p3", "click", ["u1", "u2"]) + _events("tarte", "p2", "click", ["u3", "u4"]) + _events("tarte", "p4", "click", ["u5", "u6"]),
+        schema={"query": pl.Utf8, "pin_id": pl.Utf8, "action": pl.Utf8, "user_id": pl.Utf8, "locale": pl.Utf8},
+    )
+    assert build_queries(events).row(0, named=True)["top_pins"] == ["p2", "p3"]
+
+
 def test_no_user_or_locale_columns():
     """Without user_id the threshold counts engaged events and users is null; without locale the pins decide."""
     events = engagements().drop("user_id", "locale")
