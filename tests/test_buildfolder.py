@@ -16,7 +16,7 @@ import pytest
 from conftest import write_build
 
 from pinfeatures import buildfolder
-from pinfeatures.buildfolder import MANIFEST, BuildLocked, BuildWriter, TextLayout, open_build
+from pinfeatures.buildfolder import MANIFEST, BuildLocked, BuildWriter, TextLayout, file_sha256, open_build
 from pinfeatures.contracts import Variant, empty_rejects
 from pinfeatures.errors import ConfigError, InputError
 
@@ -283,3 +283,13 @@ def test_commands_refuse_a_tampered_folder_in_one_line(built, command, tmp_path,
         f"pinfeatures: error: {built / 'rejects.parquet'}: does not match manifest.json (changed after the build?): 4 bytes, committed "
         f"{json.loads((built / MANIFEST).read_text())['files']['rejects.parquet']['bytes']}"
     ]
+
+
+def test_file_sha256_reads_every_chunk(tmp_path):
+    # 3 MiB + 1 byte: the reader's 1 MiB chunks end mid-file, and the last holds one byte
+    data = bytes(range(256)) * (3 * 4096) + b"x"
+    path = tmp_path / "blob.bin"
+    path.write_bytes(data)
+    assert file_sha256(path) == hashlib.sha256(data).hexdigest()
+    (tmp_path / "empty.bin").write_bytes(b"")
+    assert file_sha256(tmp_path / "empty.bin") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"

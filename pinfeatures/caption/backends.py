@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from pinfeatures.caption.cache import hash_file
+from pinfeatures.buildfolder import file_sha256
 from pinfeatures.caption.settings import DEMO_MODEL, OPEN_CLIP_PREFIX
 from pinfeatures.errors import ConfigError, ModelError
 
@@ -126,7 +126,7 @@ def _fingerprint(identity: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def resolve_model(cfg, file_hash: Callable[[Path], str] = hash_file) -> ModelSpec:
+def resolve_model(cfg, file_hash: Callable[[Path], str] = file_sha256) -> ModelSpec:
     """Locate the model named by `cfg.caption_model` and compute its fingerprint, without loading it.
 
     `file_hash(path) -> sha256` hashes weights files (the caption cache memoises it).
@@ -167,7 +167,7 @@ def resolve_model(cfg, file_hash: Callable[[Path], str] = hash_file) -> ModelSpe
                 "convert .bin weights with `save_pretrained(..., safe_serialization=True)`)"
             )
         files = {p.name: file_hash(p) for p in weights}
-        files.update({n: hash_file(folder / n) for n in _HF_META_FILES if (folder / n).is_file()})
+        files.update({n: file_sha256(folder / n) for n in _HF_META_FILES if (folder / n).is_file()})
         identity = {"backend": "hf", "model": DEMO_MODEL if name == DEMO_MODEL else str(folder), "files": files}
     else:
         folder, commit = _hub_snapshot(name, cfg.revision)

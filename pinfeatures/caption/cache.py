@@ -52,6 +52,8 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+
+from pinfeatures.buildfolder import file_sha256 as sha256_of_file
 from pinfeatures.errors import ConfigError
 
 OLD_CACHE_FILE = "captions.sqlite"
@@ -501,7 +503,7 @@ class CaptionCache:
             row = table.rows.get(key)
         if row:
             return row[0]
-        digest = hash_file(p)
+        digest = sha256_of_file(p)
         with self._lock:
             table.append([(*key, digest)])
         return digest
@@ -576,12 +578,3 @@ def _alive(pid: Any) -> bool:
     return True
 
 
-def hash_file(path: str | Path, chunk: int = 4 * 1024 * 1024) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            block = fh.read(chunk)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
