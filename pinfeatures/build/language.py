@@ -27,7 +27,7 @@ answer is a posterior:
   language is sure (input column, one-language script, or posterior >= prior_min_confidence);
   their language shares, mixed with a uniform prior (`prior_weight` of the mass from the build),
   are the prior of the second pass. `estimate_prior` is a function of per-language counts only,
-  so a sharded build adds its shards' `sure_language_counts` and computes one global prior.
+  so a sharded build adds its shards' `PinTexts.sure_counts` and computes one global prior.
 * floor: below `min_confidence` the answer is `und` rather than a guess.
 
 Scripts that belong to one language (kana: ja, Hangul: ko, Thai, Greek, Hebrew, ...) are
@@ -329,12 +329,6 @@ class PinTexts:
         return dict(sure.group_by("lang").len().sort("lang").iter_rows())
 
 
-def sure_language_counts(pins: pl.DataFrame, pin_boards: pl.DataFrame | None = None, settings: LanguageSettings | None = None) -> dict[str, int]:
-    """The counts the build's prior is estimated from (pass 1); a sharded build adds its shards' counts."""
-    settings = settings or LanguageSettings()
-    return PinTexts(pins, pin_boards, settings).sure_counts(settings)
-
-
 def detect_languages(
     pins: pl.DataFrame,
     pin_boards: pl.DataFrame | None = None,
@@ -345,7 +339,7 @@ def detect_languages(
 
     pin_boards: pin_id, boards (list of titles); None or a pin without boards reads title and
     description only. prior: None estimates it from these pins (pass 1); a shard of a build
-    passes the build's (estimate_prior over the sum of every shard's sure_language_counts), so
+    passes the build's (estimate_prior over the sum of every shard's PinTexts.sure_counts), so
     its answers are the whole build's.
     """
     settings = settings or LanguageSettings()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 
 import polars as pl
 import pytest
@@ -10,11 +11,12 @@ import pytest
 from pinfeatures.build.language import (
     UND,
     LanguageSettings,
+    PinTexts,
+    decide_languages,
     detect_languages,
     detect_texts,
     estimate_prior,
     quick_languages,
-    sure_language_counts,
     uniform_prior,
 )
 from pinfeatures.build.language_model import languages
@@ -182,13 +184,17 @@ def test_shards_with_summed_counts_answer_as_the_whole_build():
     pins, boards = _pins(titles, [["home ideas"]] * len(titles))
     whole, prior, _ = detect_languages(pins, boards)
     halves = [pins[::2], pins[1::2]]
+    settings = LanguageSettings()
+    # as build/shard.py does it: each half scored once, pickled, its sure counts summed, then
+    # decided under the summed prior from the unpickled scores
+    scored = [pickle.loads(pickle.dumps(PinTexts(half, boards, settings))) for half in halves]
     counts: dict[str, int] = {}
-    for half in halves:
-        for lang, n in sure_language_counts(half, boards).items():
+    for texts in scored:
+        for lang, n in texts.sure_counts(settings).items():
             counts[lang] = counts.get(lang, 0) + n
     assert counts == dict(prior.counts)
-    shard_prior = estimate_prior(counts, LanguageSettings().prior_weight)
-    parts = [detect_languages(half, boards, prior=shard_prior)[0] for half in halves]
+    shard_prior = estimate_prior(counts, settings.prior_weight)
+    parts = [decide_languages(texts, settings, shard_prior)[0] for texts in scored]
     assert pl.concat(parts).sort("pin_id").equals(whole.sort("pin_id"))
     # without the build's prior a half may answer differently: the prior is a global fact
     assert detect_languages(halves[0], boards)[1].probs != prior.probs
