@@ -13,9 +13,10 @@ Out: Aggregates: pin_boards(pin_id, boards: list[str]), pin_queries(pin_id, quer
 from __future__ import annotations
 
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import duckdb
 import polars as pl
@@ -128,8 +129,7 @@ def aggregate(
         use_users = has_user_ids(engagements)
         if not use_users and engagements.height:
             warnings.append(no_user_ids(query_min_users, require_users))
-    con = connect(threads=threads, memory_limit=memory_limit, temp_directory=temp_directory)
-    try:
+    with _bounded_connection(threads, memory_limit, temp_directory) as con:
         for name, table in (("saves", saves), ("boards", boards), ("engagements", engagements)):
             if isinstance(table, pl.DataFrame):
                 con.register(name, _arrow(sql_table(name, table)))
@@ -153,12 +153,6 @@ def aggregate(
             query_traffic = _query_rows(con, use_users, query_top_pins)
         stats_row = run_sql(con, "query_stats").fetchall()[0]
         memory = memory_stats(con, temp_directory)
-    except duckdb.OutOfMemoryException as exc:
-        raise out_of_memory(exc) from None
-    finally:
-        con.close()
-        if temp_directory is not None:
-            shutil.rmtree(temp_directory, ignore_errors=True)
     stats = {
         "query_min_users": query_min_users,
         "threshold_unit": "users" if use_users else "events",
@@ -194,6 +188,22 @@ def memory_stats(con: Any, temp_directory: Path | None) -> dict[str, Any]:
     return {"duckdb_memory_limit": limit, "spilled": temp_directory is not None and Path(temp_directory).is_dir()}
 
 
+@contextmanager
+def _bounded_connection(threads: int | None, memory_limit: int | None, temp_directory: Path | None) -> Iterator[Any]:
+    """A DuckDB connection under `memory_limit`, spilling to `temp_directory`: DuckDB running out
+    of memory becomes `out_of_memory`'s one-line error; the connection is closed and the spill
+    folder removed however the block ends."""
+    con = connect(threads=threads, memory_limit=memory_limit, temp_directory=temp_directory)
+    try:
+        yield con
+    except duckdb.OutOfMemoryException as exc:
+        raise out_of_memory(exc) from None
+    finally:
+        con.close()
+        if temp_directory is not None:
+            shutil.rmtree(temp_directory, ignore_errors=True)
+
+
 def out_of_memory(exc: Exception) -> ConfigError:
     """DuckDB could not fit what it cannot spill (a hash table's directory, a list aggregate) under
     memory_limit: a one-line error that says what to change."""
@@ -215,18 +225,11 @@ def combine_queries(parts: Mapping[str, list[str]], kept_pairs: list[str], *, us
          kept_pairs: Parquet files holding every shard's query_pins (query, pin_id, score).
     Out: what `aggregate` returns as query_traffic for the whole input.
     """
-    con = connect(threads=threads, memory_limit=memory_limit, temp_directory=temp_directory)
-    try:
+    with _bounded_connection(threads, memory_limit, temp_directory) as con:
         for name in QUERY_PARTS:
             con.execute(f"CREATE TEMP VIEW {name} AS SELECT * FROM read_parquet({_sql_list(parts[name])})")
         con.execute(f"CREATE TEMP VIEW kept_pairs AS SELECT query, pin_id, score FROM read_parquet({_sql_list(kept_pairs)})")
         return _query_rows(con, use_users, top_pins)
-    except duckdb.OutOfMemoryException as exc:
-        raise out_of_memory(exc) from None
-    finally:
-        con.close()
-        if temp_directory is not None:
-            shutil.rmtree(temp_directory, ignore_errors=True)
 
 
 def _sql_list(paths: list[str]) -> str:

@@ -11,9 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pytest
 from click.testing import CliRunner
 
+from pinfeatures.build.aggregate import _bounded_connection
 from pinfeatures.build.settings import BuildSettings
 from pinfeatures.cli import cli
 from pinfeatures.errors import ConfigError
@@ -110,3 +112,18 @@ def test_too_little_for_the_shards_at_once_stops_before_any_read(tmp_path: Path)
                                       "--memory-limit", "40MiB", "--shards", "4", "--workers", "2"])
     assert result.exit_code == 2
     assert result.stderr == "pinfeatures: error: memory_limit 40MiB over 2 shards at once is below 32MiB a shard: raise it or lower --workers\n"
+
+
+def test_out_of_memory_is_one_line_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    # a list aggregate cannot spill: 40M integers under 33 MiB run DuckDB out of memory
+    spill = tmp_path / "spill"
+    with pytest.raises(ConfigError) as err:
+        with _bounded_connection(1, 33 * 1024**2, spill) as con:
+            held = con
+            con.execute("SELECT list(i) FROM range(40000000) t(i)").fetchall()
+    message = str(err.value)
+    assert message.startswith("the aggregate stage needs more memory than memory_limit gives DuckDB (")
+    assert message.endswith("): raise --memory-limit") and "\n" not in message
+    assert not spill.exists()
+    with pytest.raises(duckdb.ConnectionException):  # closed on the way out
+        held.execute("SELECT 1")
