@@ -206,9 +206,10 @@ def prepare_shard(task: ShardTask) -> dict[str, Any]:
     """Validate, aggregate, clean and detect languages for one shard; write its intermediate tables.
 
     In:  the shard's parts (partition), WORK/boards.parquet (valid boards).
-    Out: SHARD/{pins,pin_boards,pin_queries,query_pins,query_traffic,query_users,query_locales,
-         rejects,captions}.parquet, SHARD/pin_texts.pickle (the pins' language scores, which do
-         not depend on the prior), and the shard's counts, stats and sure-language counts (returned).
+    Out: SHARD/{pin_images,pin_boards,pin_queries,query_pins,query_traffic,query_users,
+         query_locales,rejects,captions}.parquet, SHARD/pin_texts.pickle (the cleaned pins with
+         their language scores, which do not depend on the prior: finish_shard's pins), and the
+         shard's counts, stats and sure-language counts (returned).
     """
     cfg, work, out = task.cfg, Path(task.work), task.dir
     threads = int(os.environ.get("PINFEATURES_WORKER_THREADS", "0")) or None
@@ -242,7 +243,8 @@ def prepare_shard(task: ShardTask) -> dict[str, Any]:
     # a rejected engagement keeps its query only if that (query, pin) passed: the pin's shard knows
     valid.rejects = withhold_unkept_queries(valid.rejects, agg.query_pins)
     assert agg.parts is not None
-    for name, frame in (("pins", pins), ("pin_boards", agg.pin_boards), ("pin_queries", agg.pin_queries),
+    # the pins themselves travel in pin_texts.pickle; the caption step needs only their images
+    for name, frame in (("pin_images", pins.select("pin_id", "image")), ("pin_boards", agg.pin_boards), ("pin_queries", agg.pin_queries),
                         ("query_pins", agg.query_pins), ("rejects", valid.rejects), *agg.parts.items()):
         _write(frame, out / f"{name}.parquet")
     if valid.captions is not None:
@@ -256,7 +258,7 @@ def prepare_shard(task: ShardTask) -> dict[str, Any]:
 def finish_shard(task: ShardTask) -> dict[str, Any]:
     """Languages (under the whole build's prior), features and texts of one shard, written as its output parts.
 
-    In:  SHARD/*.parquet (prepare_shard), WORK/captions.parquet (global).
+    In:  SHARD/*.parquet and SHARD/pin_texts.pickle (prepare_shard), WORK/captions.parquet (global).
     Out: PARTS/{features,texts,rejects}/part-<shard>.parquet, SHARD/pin_languages.parquet (the
          languages of the pins in the shard's query_pins); returns the language stats and the
          small frames the manifest's statistics need (`stat_rows`).
@@ -366,7 +368,7 @@ def run_sharded(writer: Any, cfg: BuildSettings, variants: list[str], counter: A
         settings = LanguageSettings.from_config(cfg)
         prior = estimate_prior(_add_counts([p["language_counts"] for p in prepared]), settings.prior_weight)
         with progress.stage("caption", "captions (precomputed table and/or model), each image once"):
-            pins_images = pl.concat([pl.read_parquet(d / "pins.parquet", columns=["pin_id", "image"]) for d in shard_dirs], how="vertical_relaxed")
+            pins_images = pl.concat([pl.read_parquet(d / "pin_images.parquet") for d in shard_dirs], how="vertical_relaxed")
             precomputed = [pl.read_parquet(d / "captions.parquet") for d in shard_dirs if (d / "captions.parquet").exists()]
             if global_valid.captions is not None:
                 precomputed.append(global_valid.captions)
