@@ -188,8 +188,8 @@ def _fold(text: str, max_chars: int) -> str:
 
 
 FAST_FOLD_MIN_STRINGS = 20_000
-"""Below this many non-ASCII strings, `_fold_many` folds them one by one: the character table of
-the fast path takes ~0.5 s to build, more than folding that many strings in Python."""
+"""Below this many short non-ASCII strings, `_fold_many` folds them one by one: the character
+table of the fast path takes ~0.5 s to build, more than folding that many strings in Python."""
 
 
 def _fold_many(raw: pl.Series, max_chars: int, fast_min_strings: int = FAST_FOLD_MIN_STRINGS) -> pl.Series:
@@ -208,7 +208,7 @@ def _fold_many(raw: pl.Series, max_chars: int, fast_min_strings: int = FAST_FOLD
     ascii_only = short & raw.str.contains(r"^[\x00-\x25\x27-\x7f]*$").fill_null(False)
     folded = _update_where(raw, ascii_only, lambda s: s.str.replace_all(r"[\x00-\x1f\x7f]", " ").str.to_lowercase())
     rest = ~ascii_only & raw.is_not_null()
-    if rest.sum() >= fast_min_strings:
+    if (rest & short).sum() >= fast_min_strings:  # only short text can take the second path
         agreed = rest & short & raw.str.contains(f"^[{_fast_fold_class()}]*$").fill_null(False)
         folded = _update_where(folded, agreed, lambda s: s.str.replace_all(r"[\x00-\x1f\x7f]", " ").str.normalize("NFKC").str.to_lowercase())
         rest = rest & ~agreed
