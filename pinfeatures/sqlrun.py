@@ -70,6 +70,16 @@ def connect(threads: int | None = None, memory_limit: int | None = None, temp_di
 
 def run_sql(con: duckdb.DuckDBPyConnection, name: str, params: Mapping[str, Any] | None = None) -> "duckdb.DuckDBPyRelation | None":
     """Run sql/<name>.sql with named parameters ($name); a SELECT returns a relation (`.pl()`, `.fetchone()`)."""
-    text = load_sql(name)
-    used = {k: v for k, v in (params or {}).items() if f"${k}" in text}
-    return con.sql(text, params=used) if used else con.sql(text)
+    result = None
+    for statement in _statements(load_sql(name)):
+        used = {k: v for k, v in (params or {}).items() if f"${k}" in statement}
+        result = con.sql(statement, params=used) if used else con.sql(statement)
+    return result
+
+
+@lru_cache(maxsize=None)
+def _statements(text: str) -> tuple[str, ...]:
+    """A file's statements, one at a time: DuckDB takes prepared parameters only in the last
+    statement of a script. Statements end with `;` at the end of a line (our SQL files keep to it)."""
+    chunks = [chunk.strip() for chunk in text.split(";\n")]
+    return tuple(c for c in chunks if any(line.strip() and not line.strip().startswith("--") for line in c.splitlines()))

@@ -89,7 +89,7 @@ sql/query_pairs.sql|ELSE p.engaged_events END) >= $min_users|ELSE p.engaged_even
 sql/query_pairs.sql|p.engaged_events > 0|p.engaged_events >= 0|SQL
 sql/query_pairs.sql|coalesce(u.users, 0) ELSE p.engaged_events|p.events ELSE p.engaged_events|SQL
 sql/query_pairs.sql|WHERE n.query <> ''|WHERE true|SQL
-sql/query_pairs.sql|    WHERE engaged\n    GROUP BY query, pin_id|    GROUP BY query, pin_id|SQL
+sql/query_pairs.sql|WHERE engaged AND user_id IS NOT NULL;|WHERE user_id IS NOT NULL;|SQL
 sql/query_pairs.sql|ORDER BY events DESC, country ASC|ORDER BY events DESC, country DESC|SQL
 sql/top_queries.sql|ORDER BY score DESC, query ASC|ORDER BY score DESC, query DESC|SQL
 sql/top_queries.sql|ORDER BY score DESC, query ASC|ORDER BY score ASC, query ASC|SQL
@@ -99,7 +99,8 @@ sql/board_titles.sql|saves * 1000000000 - title_rank|title_rank|SQL
 sql/board_titles.sql|WHERE title <> ''|WHERE true|SQL
 sql/query_pins.sql|WHERE q.kept|WHERE true|SQL
 sql/queries.sql|ORDER BY score DESC, pin_id ASC|ORDER BY score DESC, pin_id DESC|SQL
-sql/query_parts.sql|WHERE engaged AND user_id IS NOT NULL;|WHERE user_id IS NOT NULL;|SQL
+sql/query_parts.sql|lower(trim(locale)) AS locale, sum(events) AS n|lower(trim(locale)) AS locale, count(*) AS n|SQL
+sql/query_parts.sql|WHERE $all_queries OR kept;|WHERE kept;|SQL
 pinfeatures/build/scrub.py|(?:{_SEP}[0-9]){{8,}}|(?:{_SEP}[0-9]){{9,}}|tests/build/test_scrub.py
 pinfeatures/build/scrub.py|"phone_local": r"{_B}[0-9]{3}[.\-][0-9]{4}{_B}"|"phone_local": r"{_B}[0-9]{3}[\-][0-9]{4}{_B}"|tests/build/test_scrub.py
 pinfeatures/build/scrub.py|(?:\.[0-9]{1,3}){3}{_B}|(?:\.[0-9]{1,3}){2}{_B}|tests/build/test_scrub.py

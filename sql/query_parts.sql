@@ -1,6 +1,9 @@
 -- Per-query facts of one input (or one shard of it), in a form that adds up over shards.
 --
--- In:   query_pairs (query_pairs.sql); query_events (query_events.sql).
+-- In:   query_pairs, pair_parts (query_pairs.sql).
+-- Params: $all_queries  true (a shard): every query, since a query may pass the threshold through
+--         another shard's pin; false (the whole input): only the queries with a kept pair here,
+--         the only ones queries.sql reads (a fraction of a long-tail log's distinct queries).
 -- Out:  TEMP TABLE query_traffic(query, events, engaged_events): each query's events over this
 --       input's pins (kept pairs or not);
 --       TEMP TABLE query_users(query, user_id): the distinct users with an engaged event through
@@ -14,20 +17,28 @@ SELECT query, CAST(sum(events) AS BIGINT) AS events, CAST(sum(engaged_events) AS
 FROM query_pairs
 GROUP BY query;
 
+CREATE OR REPLACE TEMP TABLE part_queries AS
+SELECT DISTINCT query FROM query_pairs WHERE $all_queries OR kept;
+
 CREATE OR REPLACE TEMP TABLE query_users AS
 SELECT DISTINCT query, user_id
-FROM query_events
-WHERE engaged AND user_id IS NOT NULL;
+FROM pair_parts
+SEMI JOIN part_queries USING (query)
+WHERE row_kind = 'user';
 
+-- the locale is lower-cased and parsed once per (query, locale), not once per event
 CREATE OR REPLACE TEMP TABLE query_locales AS
 SELECT query,
        CASE WHEN lang <> 'zh' THEN lang
             WHEN regexp_matches(locale, '[-_](tw|hk|mo|hant)([-_.@]|$)') THEN 'zh-tw'
             ELSE 'zh-cn' END AS lang,
-       CAST(count(*) AS BIGINT) AS n
-FROM (SELECT query, locale, regexp_extract(locale, '^([a-z]{2,3})([-_][a-z0-9]{1,8})*(\.[a-z0-9-]+)?(@[a-z0-9]+)?$', 1) AS lang
-      FROM query_events
-      WHERE locale IS NOT NULL)
+       CAST(sum(n) AS BIGINT) AS n
+FROM (SELECT query, locale, n,
+             regexp_extract(locale, '^([a-z]{2,3})([-_][a-z0-9]{1,8})*(\.[a-z0-9-]+)?(@[a-z0-9]+)?$', 1) AS lang
+      FROM (SELECT query, lower(trim(locale)) AS locale, sum(events) AS n
+            FROM pair_parts
+            SEMI JOIN part_queries USING (query)
+            WHERE row_kind = 'events' AND locale IS NOT NULL
+            GROUP BY query, lower(trim(locale))))
 WHERE lang <> ''
 GROUP BY ALL;
-

@@ -111,7 +111,7 @@ def aggregate(
     memory_limit: int | None = None,
     temp_directory: Path | None = None,
 ) -> Aggregates:
-    """Run sql/board_titles.sql, query_norm.sql (normalised here), query_pairs.sql, query_events.sql, query_parts.sql, top_queries.sql, query_pins.sql, queries.sql.
+    """Run sql/board_titles.sql, query_norm.sql (normalised here), query_pairs.sql, query_parts.sql, top_queries.sql, query_pins.sql, queries.sql.
 
     k counts distinct users (user ids canonical, null ones no user: validate.py). Engagements with
     no user id at all fall back to counting engaged events, with a warning on stderr and in
@@ -141,8 +141,7 @@ def aggregate(
         pin_boards = run_sql(con, "board_titles", {"top_k": board_top_k}).pl()
         _register_query_norm(con)
         run_sql(con, "query_pairs", {"min_users": query_min_users, "use_users": use_users})
-        run_sql(con, "query_events", {"all_queries": query_parts})
-        run_sql(con, "query_parts")
+        run_sql(con, "query_parts", {"all_queries": query_parts})
         pin_queries = run_sql(con, "top_queries", {"top_k": query_top_k}).pl()
         query_pins = run_sql(con, "query_pins", {"use_users": use_users}).pl()
         parts = query_traffic = None

@@ -149,3 +149,35 @@ def test_locale_forms(locale, expected):
     )
     agg = aggregate(NO_SAVES, NO_BOARDS, events, action_weights=WEIGHTS, query_min_users=2, threads=2)
     assert agg.query_traffic.get_column("locale_language").to_list() == [expected]
+
+
+SCHEMA = {"query": pl.Utf8, "pin_id": pl.Utf8, "action": pl.Utf8, "user_id": pl.Utf8, "locale": pl.Utf8}
+
+
+def test_locale_vote_counts_events_not_pins():
+    """fr has 3 events on one pin, en 2 events on two pins: the vote counts events, so fr wins."""
+    events = pl.DataFrame(
+        _events("pain", "p1", "click", ["u1", "u2", "u3"], "fr-FR") + _events("pain", "p2", "click", ["u4"], "en-US")
+        + _events("pain", "p3", "click", ["u5"], "en-US"),
+        schema=SCHEMA,
+    )
+    agg = aggregate(NO_SAVES, NO_BOARDS, events, action_weights=WEIGHTS, query_min_users=2, threads=2)
+    assert agg.query_traffic.select("query", "events", "locale_language").rows() == [("pain", 5, "fr")]
+
+
+def test_shard_parts_keep_queries_with_no_kept_pair_here():
+    """A shard returns the parts of every query, kept here or not: another shard's pin may make it pass."""
+    events = pl.DataFrame(
+        _events("soup", "p1", "click", ["u1"], "en-US") + _events("soup", "p1", "impression", ["u2"], "EN_gb")
+        + _events("stew", "p2", "save", ["u1", "u3"], "de-DE"),
+        schema=SCHEMA,
+    )
+    agg = aggregate(NO_SAVES, NO_BOARDS, events, action_weights=WEIGHTS, query_min_users=2, threads=2, use_users=True, query_parts=True)
+    assert agg.query_traffic is None and agg.parts is not None
+    parts = {name: frame.sort(frame.columns).rows() for name, frame in agg.parts.items()}
+    assert parts == {
+        "query_traffic": [("soup", 2, 1), ("stew", 2, 2)],
+        "query_users": [("soup", "u1"), ("stew", "u1"), ("stew", "u3")],
+        "query_locales": [("soup", "en", 2), ("stew", "de", 2)],
+    }
+    assert agg.query_pins.select("query", "pin_id", "users").rows() == [("stew", "p2", 2)]
