@@ -249,7 +249,8 @@ def _sql_column(frame: pl.DataFrame, view: str, sql_name: str) -> pl.Series:
     # a connection of its own: sqlrun.connect drops insertion order, these hashes must keep it
     con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
     try:
-        con.register(view, frame.to_arrow())
+        # string views as Polars holds them: the default (large_string) would copy every text once more
+        con.register(view, frame.to_arrow(compat_level=pl.CompatLevel.newest()))
         return con.sql(load_sql(sql_name)).pl().to_series()
     finally:
         con.close()

@@ -207,13 +207,13 @@ def _fold_many(raw: pl.Series, max_chars: int, fast_min_strings: int = FAST_FOLD
     """
     short = (raw.str.len_chars() <= 64).fill_null(False)
     ascii_only = short & raw.str.contains(r"^[\x00-\x25\x27-\x7f]*$").fill_null(False)
-    folded = _update_where(raw, ascii_only, lambda s: s.str.replace_all(r"[\x00-\x1f\x7f]", " ").str.to_lowercase())
+    folded = update_where(raw, ascii_only, lambda s: s.str.replace_all(r"[\x00-\x1f\x7f]", " ").str.to_lowercase())
     rest = ~ascii_only & raw.is_not_null()
     if (rest & short).sum() >= fast_min_strings:  # only short text can take the second path
         agreed = rest & short & raw.str.contains(f"^[{_fast_fold_class()}]*$").fill_null(False)
-        folded = _update_where(folded, agreed, lambda s: s.str.replace_all(r"[\x00-\x1f\x7f]", " ").str.normalize("NFKC").str.to_lowercase())
+        folded = update_where(folded, agreed, lambda s: s.str.replace_all(r"[\x00-\x1f\x7f]", " ").str.normalize("NFKC").str.to_lowercase())
         rest = rest & ~agreed
-    return _update_where(folded, rest, lambda s: pl.Series([_fold(v, max_chars) for v in s.to_list()], dtype=pl.Utf8))
+    return update_where(folded, rest, lambda s: pl.Series([_fold(v, max_chars) for v in s.to_list()], dtype=pl.Utf8))
 
 
 @lru_cache(maxsize=1)
@@ -242,7 +242,7 @@ def _fast_fold_class() -> str:
     return "".join(f"\\x{{{lo:x}}}" if lo == hi else f"\\x{{{lo:x}}}-\\x{{{hi:x}}}" for lo, hi in ranges)
 
 
-def _update_where(values: pl.Series, where: pl.Series, step: Callable[[pl.Series], pl.Series]) -> pl.Series:
+def update_where(values: pl.Series, where: pl.Series, step: Callable[[pl.Series], pl.Series]) -> pl.Series:
     """`values` with `step` applied to the non-null elements where `where` is true, and only to
     them: the costly steps run on the few strings that need them, not on the whole column."""
     index = (where.fill_null(False) & values.is_not_null()).arg_true()
@@ -304,12 +304,12 @@ def normalize_phrases(values: Iterable[str | None] | pl.Series, max_chars: int =
 def _normalize_chunk(raw: pl.Series, max_chars: int) -> pl.Series:
     """`normalize_phrases` of one chunk, in this thread."""
     current = _fold_many(raw.rename("text"), max_chars)
-    current = _update_where(current, current.str.contains("<", literal=True), lambda s: s.str.replace_all(TAG_PATTERN, " "))
+    current = update_where(current, current.str.contains("<", literal=True), lambda s: s.str.replace_all(TAG_PATTERN, " "))
     # "[<>\s]+ to one space, strip" changes only strings with one of these
-    current = _update_where(
+    current = update_where(
         current, current.str.contains(r"[<>]|\s\s|[^\S ]|^\s|\s$"), lambda s: s.str.replace_all(r"[<>\s]+", " ").str.strip_chars()
     )
-    current = _update_where(
+    current = update_where(
         current, current.str.len_chars() > max_chars, lambda s: pl.DataFrame({"text": s}).select(_cap_words(pl.col("text"), max_chars)).get_column("text")
     )
     text = pl.col("text")

@@ -17,7 +17,7 @@ import html
 
 import polars as pl
 
-from pinfeatures.build.scrub import CONTROL_PATTERN, INVISIBLE_PATTERN, MAX_CLEAN_PASSES, TAG_PATTERN
+from pinfeatures.build.scrub import CONTROL_PATTERN, INVISIBLE_PATTERN, MAX_CLEAN_PASSES, TAG_PATTERN, update_where
 
 
 def _unescape(series: pl.Series) -> pl.Series:
@@ -30,15 +30,22 @@ def _unescape(series: pl.Series) -> pl.Series:
     return pl.Series(series.name, values, dtype=pl.Utf8)
 
 
+# a value with none of these is left as it is by the invisible and control steps
+_INVISIBLE_OR_CONTROL = "[" + INVISIBLE_PATTERN[1:-1] + CONTROL_PATTERN[1:-1] + "]"
+# ... and by "whitespace runs to one space, strip": no run, no whitespace but ' ', none at either end
+_UNTIDY_SPACE = r"\s\s|[^\S ]|^\s|\s$"
+
+
 def _clean_pass(series: pl.Series) -> pl.Series:
-    return (
-        _unescape(series)  # before tags: `&lt;script&gt;` is a tag too
-        .str.replace_all(TAG_PATTERN, " ")
-        .str.replace_all(INVISIBLE_PATTERN, "")
-        .str.replace_all(CONTROL_PATTERN, " ")
-        .str.replace_all(r"\s+", " ")
-        .str.strip_chars()
+    """One pass of the rules; each step runs only on the values it can change (a cheap test over
+    the column first), as most titles and descriptions are clean already."""
+    current = _unescape(series)  # before tags: `&lt;script&gt;` is a tag too
+    current = update_where(current, current.str.contains("<", literal=True), lambda s: s.str.replace_all(TAG_PATTERN, " "))
+    current = update_where(
+        current, current.str.contains(_INVISIBLE_OR_CONTROL),
+        lambda s: s.str.replace_all(INVISIBLE_PATTERN, "").str.replace_all(CONTROL_PATTERN, " "),
     )
+    return update_where(current, current.str.contains(_UNTIDY_SPACE), lambda s: s.str.replace_all(r"\s+", " ").str.strip_chars())
 
 
 def _clean_until_stable(series: pl.Series) -> pl.Series:

@@ -14,7 +14,7 @@ from conftest import REPO, build, small_tables, write_inputs
 
 from pinfeatures.build.aggregate import aggregate
 from pinfeatures.build.read import read_table
-from pinfeatures.build.validate import USER_ID_WITHHELD, canonical_user_id, validate_tables
+from pinfeatures.build.validate import USER_ID_WITHHELD, canonical_user_id, canonical_user_ids, validate_tables
 from pinfeatures.contracts import DEFAULT_ACTION_WEIGHTS
 from pinfeatures.errors import InputError
 
@@ -25,6 +25,11 @@ def test_canonical_user_id():
     raw = pl.Series("user_id", ["7", "7.0", " 7 ", "7.00", "-3.0", "", "   ", None, "u1", " u1", "7.5", "007", "1e3"])
     got = pl.select(canonical_user_id(pl.lit(raw))).to_series().to_list()
     assert got == ["7", "7", "7", "7", "-3", None, None, None, "u1", "u1", "7.5", "007", "1e3"]
+    # the column form changes only values that may change, with the same answers
+    more = pl.Series("user_id", ["7.", "+7.0", "\t7\n", "7.0 ", "a b", "u.1", "\u00a07", "7\u2003", "x"])
+    both = pl.concat([raw, more])
+    assert canonical_user_ids(both).to_list() == got + ["7", "+7", "7", "7", "a b", "u.1", "7", "7", "x"]
+    assert canonical_user_ids(both).to_list() == pl.select(canonical_user_id(pl.lit(both))).to_series().to_list()
 
 
 def _engagements(user_ids: list, query: str = "cake", pin: str = "p1") -> pl.DataFrame:
