@@ -110,8 +110,9 @@ def aggregate(
     query_parts: bool = False,
     memory_limit: int | None = None,
     temp_directory: Path | None = None,
+    pin_boards: pl.DataFrame | None = None,
 ) -> Aggregates:
-    """Run sql/board_titles.sql, query_norm.sql (normalised here), query_pairs.sql, query_parts.sql, top_queries.sql, query_pins.sql, queries.sql.
+    """Run sql/board_titles.sql (`board_titles`), query_norm.sql (normalised here), query_pairs.sql, query_parts.sql, top_queries.sql, query_pins.sql, queries.sql.
 
     k counts distinct users (user ids canonical, null ones no user: validate.py). Engagements with
     no user id at all fall back to counting engaged events, with a warning on stderr and in
@@ -122,6 +123,8 @@ def aggregate(
     must be given): DuckDB reads those under its memory limit, and no table needs to be in memory.
     `memory_limit` (bytes) bounds DuckDB, which spills to `temp_directory` (a folder of the
     build's own, removed here); Aggregates.memory says whether it spilled.
+    `pin_boards`: the board titles, already worked out by `board_titles` (the whole build does, to
+    run the language stage beside the query steps); then saves and boards are not read here.
     """
     warnings: list[str] = []
     if use_users is None:
@@ -129,16 +132,15 @@ def aggregate(
         use_users = has_user_ids(engagements)
         if not use_users and engagements.height:
             warnings.append(no_user_ids(query_min_users, require_users))
+    boards_spilled = False
+    if pin_boards is None:
+        pin_boards, boards_memory = board_titles(saves, boards, top_k=board_top_k, threads=threads, memory_limit=memory_limit, temp_directory=temp_directory)
+        boards_spilled = boards_memory["spilled"]
     with _bounded_connection(threads, memory_limit, temp_directory) as con:
-        for name, table in (("saves", saves), ("boards", boards), ("engagements", engagements)):
-            if isinstance(table, pl.DataFrame):
-                con.register(name, _arrow(sql_table(name, table)))
-            else:
-                con.execute(f"CREATE TEMP VIEW {name} AS SELECT * FROM read_parquet({_sql_list([str(p) for p in table])})")
+        _register_input(con, "engagements", engagements)
         weights = pl.DataFrame({"action": list(action_weights), "weight": [float(w) for w in action_weights.values()]})
         con.register("action_weights", weights.to_arrow())
 
-        pin_boards = run_sql(con, "board_titles", {"top_k": board_top_k}).pl()
         _register_query_norm(con)
         run_sql(con, "query_pairs", {"min_users": query_min_users, "use_users": use_users})
         run_sql(con, "query_parts", {"all_queries": query_parts})
@@ -152,6 +154,7 @@ def aggregate(
             query_traffic = _query_rows(con, use_users, query_top_pins)
         stats_row = run_sql(con, "query_stats").fetchall()[0]
         memory = memory_stats(con, temp_directory)
+        memory["spilled"] = memory["spilled"] or boards_spilled
     stats = {
         "query_min_users": query_min_users,
         "threshold_unit": "users" if use_users else "events",
@@ -163,7 +166,7 @@ def aggregate(
     if not use_users:
         stats["note"] = "engagements have no user_id: the threshold counts engaged events, not distinct users"
     return Aggregates(
-        pin_boards=pin_boards.with_columns(pl.col("boards").cast(pl.List(pl.Utf8))),
+        pin_boards=pin_boards,
         pin_queries=pin_queries.with_columns(pl.col("queries").cast(pl.List(pl.Utf8))),
         query_pins=query_pins,
         query_traffic=query_traffic,
@@ -172,6 +175,27 @@ def aggregate(
         warnings=warnings,
         memory=memory,
     )
+
+
+def board_titles(saves: pl.DataFrame | Sequence[Path], boards: pl.DataFrame, *, top_k: int = 5, threads: int | None = None,
+                 memory_limit: int | None = None, temp_directory: Path | None = None) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """(pin_boards(pin_id, boards: list[str]), `memory_stats`): sql/board_titles.sql over the valid
+    saves (a frame, or Parquet files of their `sql_table` rows) and boards, on a bounded
+    connection of its own."""
+    with _bounded_connection(threads, memory_limit, temp_directory) as con:
+        _register_input(con, "saves", saves)
+        _register_input(con, "boards", boards)
+        pin_boards = run_sql(con, "board_titles", {"top_k": top_k}).pl()
+        memory = memory_stats(con, temp_directory)
+    return pin_boards.with_columns(pl.col("boards").cast(pl.List(pl.Utf8))), memory
+
+
+def _register_input(con: Any, name: str, table: pl.DataFrame | Sequence[Path]) -> None:
+    """Input table `name` for the SQL: a frame's `sql_table` columns, or a view over Parquet files of them."""
+    if isinstance(table, pl.DataFrame):
+        con.register(name, _arrow(sql_table(name, table)))
+    else:
+        con.execute(f"CREATE TEMP VIEW {name} AS SELECT * FROM read_parquet({_sql_list([str(p) for p in table])})")
 
 
 def _register_query_norm(con: Any) -> None:

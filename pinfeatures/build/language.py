@@ -37,11 +37,14 @@ once. bench/bench_language.py measures it (docs/langid.md).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import polars as pl
+
+from pinfeatures.chunks import map_chunks
 
 UND = "und"
 
@@ -145,8 +148,13 @@ def quick_languages(texts: pl.Series, min_letters: int) -> pl.Series:
     """Per text: `und` (too few letters), a language (a one-language script), or null (ask the model).
 
     CJK scripts carry a word in one or two characters, so a short Japanese title is still Japanese;
-    kana only occurs in Japanese, even mixed with kanji.
+    kana only occurs in Japanese, even mixed with kanji. A long column is done in chunks on
+    Polars' threads (pinfeatures.chunks): each text's answer is its own.
     """
+    return map_chunks(texts, lambda chunk: _quick_languages(chunk, min_letters))
+
+
+def _quick_languages(texts: pl.Series, min_letters: int) -> pl.Series:
     script_counts = [
         pl.col("t").str.count_matches(_KANA).alias("kana"),
         pl.col("t").str.count_matches(_CJK).alias("cjk"),
@@ -176,21 +184,21 @@ class ScoredTexts:
     Memory: 4 bytes x 55 languages per distinct text.
     """
 
-    def __init__(self, texts: Sequence[str], settings: LanguageSettings) -> None:
+    def __init__(self, texts: Sequence[str] | pl.Series, settings: LanguageSettings) -> None:
         from pinfeatures.build import language_model
 
-        self.texts = list(texts)
+        # kept as a Polars column, not Python strings: a batch becomes Python strings when scored
+        self.texts = pl.Series("text", texts, dtype=pl.Utf8)
         self.langs = np.asarray(language_model.languages(), dtype=object)
-        index = {lang: j for j, lang in enumerate(self.langs)}
-        quick = quick_languages(pl.Series(self.texts, dtype=pl.Utf8), min_letters=settings.min_letters).to_list()
+        quick = quick_languages(self.texts, min_letters=settings.min_letters)
         # a script answer fixes the language (-1: none); `und` or no known n-gram: no evidence
-        self.fixed = np.array([index.get(q, -1) for q in quick], dtype=np.int64)
-        self.informative = np.array([q is not None and q != UND for q in quick], dtype=bool)
+        self.fixed = quick.replace_strict(list(self.langs), list(range(len(self.langs))), default=-1, return_dtype=pl.Int64).to_numpy()
+        self.informative = (quick.is_not_null() & (quick != UND)).fill_null(False).to_numpy()
         self.loglik = np.zeros((len(self.texts), len(self.langs)), dtype=np.float32)
-        asked = np.array([i for i, q in enumerate(quick) if q is None], dtype=np.int64)
+        asked = quick.is_null().arg_true().to_numpy().astype(np.int64)
         for lo in range(0, len(asked), _BATCH):
             part = asked[lo : lo + _BATCH]
-            scores, counts = language_model.scores([self.texts[i] for i in part])
+            scores, counts = language_model.scores(self.texts.gather(part).to_list())
             self.loglik[part] = scores / settings.temperature
             self.informative[part] = counts > 0
 
@@ -219,7 +227,8 @@ def _decide(log_posterior, informative: np.ndarray, langs: np.ndarray, min_confi
     """Best language and its posterior for rows 0..n-1, in batches; `und` where there is no evidence or below the floor."""
     codes = np.full(len(informative), UND, dtype=object)
     confidence = np.zeros(len(informative), dtype=np.float64)
-    for lo in range(0, len(informative), _BATCH):
+
+    def batch(lo: int) -> None:  # rows lo.. of the answer: batches write apart, so they may run at once
         rows = np.arange(lo, min(lo + _BATCH, len(informative)))
         logp = log_posterior(rows)
         best = logp.argmax(axis=1)  # ties: the first language in langdetect's sorted profile order
@@ -227,6 +236,15 @@ def _decide(log_posterior, informative: np.ndarray, langs: np.ndarray, min_confi
         has = informative[rows]
         confidence[rows[has]] = conf[has]
         codes[rows[has]] = np.where(conf[has] >= min_confidence, langs[best[has]], UND)
+
+    starts = range(0, len(informative), _BATCH)
+    threads = min(pl.thread_pool_size(), len(starts))
+    if threads <= 1:
+        for lo in starts:
+            batch(lo)
+    else:  # numpy releases the GIL in the array maths that make up most of a batch
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(batch, starts))
     return codes.tolist(), confidence
 
 
@@ -266,9 +284,10 @@ class PinTexts:
             .alias("_lang_text"),
         ).with_row_index("_row")
         todo = self.frame.filter(pl.col("_given").is_null()).select("_row", "pin_id", "_lang_text")
+        self.frame = self.frame.drop("_lang_text")  # held until decided: the scores stand for it from here on
         self.rows = todo.get_column("_row")
         own_texts = todo.get_column("_lang_text").unique().sort()
-        self.own = ScoredTexts(own_texts.to_list(), settings)
+        self.own = ScoredTexts(own_texts, settings)
         self.own_idx = todo.join(
             pl.DataFrame({"_lang_text": own_texts, "_i": np.arange(len(own_texts))}), on="_lang_text", how="left", maintain_order="left"
         ).get_column("_i").to_numpy()
@@ -283,7 +302,7 @@ class PinTexts:
                 .filter(pl.col("title").str.strip_chars().str.len_chars() > 0)
             )
         distinct = titles.get_column("title").unique().sort()
-        self.boards = ScoredTexts(distinct.to_list(), settings)
+        self.boards = ScoredTexts(distinct, settings)
         pairs = titles.join(pl.DataFrame({"title": distinct, "_b": np.arange(len(distinct))}), on="title").sort("_k", "_b")
         self.pin_boards = csr_matrix(
             (np.ones(pairs.height), (pairs.get_column("_k").to_numpy(), pairs.get_column("_b").to_numpy())),
@@ -293,7 +312,7 @@ class PinTexts:
         self.informative = self.own.informative[self.own_idx] | board_says
         self.by_boards_only = int((~self.own.informative[self.own_idx] & board_says).sum())
         self.board_agreement = settings.board_agreement
-        self.helper_columns = ["_row", "_given", "_lang_text", "_detected", "_confidence"]
+        self.helper_columns = ["_row", "_given", "_detected", "_confidence"]
 
     def decide(self, prior: LanguagePrior, min_confidence: float) -> pl.DataFrame:
         """The pins with `_detected` and `_confidence` (null where the language was given)."""

@@ -17,12 +17,12 @@ import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import polars as pl
 
 from pinfeatures import __version__
-from pinfeatures.build.aggregate import SPILL_FOLDER, STREAMED, WORK_FOLDER, ParquetSink, aggregate, no_user_ids
+from pinfeatures.build.aggregate import SPILL_FOLDER, STREAMED, WORK_FOLDER, ParquetSink, aggregate, board_titles, no_user_ids
 from pinfeatures.build.health import StrictError, caption_notes, caption_warnings, empty_variant_warnings
 from pinfeatures.build.assemble import assemble_texts
 from pinfeatures.build.language import LanguageSettings, detect_languages
@@ -109,20 +109,34 @@ def _build_into(writer: BuildWriter, cfg: BuildSettings, variants: list[str], co
             read_warnings.append(no_user_ids(cfg.min_users, cfg.require_users))  # already on stderr, like the readers'
         _stop_if_strict(cfg, read_warnings)
 
-        with progress.stage("aggregate", "board titles and top queries per pin (DuckDB)"):
-            agg = aggregate(
-                sink.files["saves"],
-                valid.boards,
-                sink.files["engagements"],
-                action_weights=cfg.action_weights,
-                board_top_k=cfg.board_top_k,
-                query_top_k=cfg.query_top_k,
-                query_min_users=cfg.min_users,
-                query_top_pins=cfg.query_top_pins,
-                use_users=valid.users_seen,
-                memory_limit=cfg.memory_limit_bytes,
-                temp_directory=work / SPILL_FOLDER,
-            )
+        with progress.stage("text", "cleaning titles and descriptions"):
+            pins = normalise_pins(valid.pins, cfg.max_source_chars)
+        valid.pins = None  # the texts as read: only the cleaned ones are used from here on
+        with progress.stage("aggregate", "board titles per pin (DuckDB)"):
+            pin_boards, boards_memory = board_titles(sink.files["saves"], valid.boards, top_k=cfg.board_top_k,
+                                                     memory_limit=cfg.memory_limit_bytes, temp_directory=work / SPILL_FOLDER)
+        language_settings = LanguageSettings.from_config(cfg)
+        # The pins' languages need only the board titles: the language stage (mostly one core of
+        # numpy and Python) runs beside the query steps (DuckDB), which leave a core to spare.
+        with ThreadPoolExecutor(max_workers=1) as beside:
+            pin_languages = beside.submit(_timed, progress, "language", "detecting the pins' languages (with their board titles), beside the query steps",
+                                          detect_languages, pins, pin_boards, language_settings)
+            with progress.stage("aggregate", "top queries per pin (DuckDB)"):
+                agg = aggregate(
+                    sink.files["saves"],
+                    valid.boards,
+                    sink.files["engagements"],
+                    action_weights=cfg.action_weights,
+                    board_top_k=cfg.board_top_k,
+                    query_top_k=cfg.query_top_k,
+                    query_min_users=cfg.min_users,
+                    query_top_pins=cfg.query_top_pins,
+                    use_users=valid.users_seen,
+                    memory_limit=cfg.memory_limit_bytes,
+                    temp_directory=work / SPILL_FOLDER,
+                    pin_boards=pin_boards,
+                )
+            pins, language_prior, language_stats = pin_languages.result()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     # a rejected engagement keeps its query only if that (query, pin) passed the threshold
@@ -131,12 +145,7 @@ def _build_into(writer: BuildWriter, cfg: BuildSettings, variants: list[str], co
     # the aggregates hold all the build needs of saves and engagements: free the big tables now
     valid.saves = valid.engagements = valid.boards = None
 
-    with progress.stage("text", "cleaning titles and descriptions"):
-        pins = normalise_pins(valid.pins, cfg.max_source_chars)
-
-    with progress.stage("language", "detecting languages (pins with their board titles, then queries)"):
-        language_settings = LanguageSettings.from_config(cfg)
-        pins, language_prior, language_stats = detect_languages(pins, agg.pin_boards, language_settings)
+    with progress.stage("language", "the queries' languages"):
         languages = query_languages(agg.query_traffic, agg.query_pins, pins.select("pin_id", "language"), language_prior, language_settings)
         queries = query_table(agg.query_traffic, languages, cfg.query_bands)
         query_pins = agg.query_pins.join(languages.select("query", "query_language"), on="query", how="left", maintain_order="left")
@@ -166,9 +175,15 @@ def _build_into(writer: BuildWriter, cfg: BuildSettings, variants: list[str], co
     fields = _manifest(cfg, fingerprints, valid, agg.stats, language_stats, caption_stats, features, texts, variants, counter.name, timings)
     fields["warnings"], fields["notes"] = read_warnings + warnings, notes
     fields["images_root"] = str(root.absolute()) if root is not None else None
-    fields["memory"] = memory_fields(cfg, 1, [agg.memory])
+    fields["memory"] = memory_fields(cfg, 1, [agg.memory, boards_memory])
     with progress.stage("commit", f"manifest.json, then the swap into {writer.out}"):
         return writer.commit(fields)
+
+
+def _timed(progress: Progress, stage: str, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """fn(*args) as a progress stage (for a stage run in a thread beside another)."""
+    with progress.stage(stage, what):
+        return fn(*args)
 
 
 def _each_file(tf: TableFile, encoding: str, warnings: list[str]) -> Iterator[Table]:

@@ -198,3 +198,12 @@ def test_run_sql_board_titles_directly():
     finally:
         con.close()
     assert rows == [("p", ["a", "b"])]
+
+
+def test_run_sql_runs_a_file_one_statement_at_a_time():
+    """DuckDB takes prepared parameters only in a script's last statement: run_sql splits the file."""
+    from pinfeatures.sqlrun import _statements
+
+    text = "-- header\n-- In: x\nCREATE TEMP TABLE a AS SELECT $k AS v;\n\n-- a comment only\n;\nSELECT v + $k FROM a\n"
+    assert _statements(text) == ("-- header\n-- In: x\nCREATE TEMP TABLE a AS SELECT $k AS v", "SELECT v + $k FROM a")
+    assert all(len(_statements(load_sql(name))) == n for name, n in (("query_pairs", 2), ("query_parts", 4), ("board_titles", 1)))
