@@ -67,7 +67,9 @@ class ValidTables:
 
 
 def _blank(col: str) -> pl.Expr:
-    return pl.col(col).str.strip_chars().str.len_chars() == 0
+    """Empty or whitespace only (null stays null): no non-space character, one regex test that
+    stops at the first, where stripping would copy every value."""
+    return ~pl.col(col).cast(pl.Utf8).str.contains(r"\S")
 
 
 @dataclass(frozen=True)
