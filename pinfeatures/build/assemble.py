@@ -48,12 +48,12 @@ def render_values(features: pl.DataFrame, cfg: BuildSettings) -> pl.DataFrame:
             exprs.append(pl.lit(None, pl.Utf8).alias(s))
         elif s in LIST_SOURCES:
             items = pl.col(s).list.eval(_neutralise(pl.element(), layout, list_item=True)).list.eval(pl.element().filter(pl.element().str.len_chars() > 0))
-            joined = items.list.join(layout.list_separator)
-            exprs.append(pl.when(joined.str.len_chars() > 0).then(joined).otherwise(pl.lit(None, pl.Utf8)).alias(s))
+            exprs.append(items.list.join(layout.list_separator).alias(s))
         else:
-            v = _neutralise(pl.col(s).cast(pl.Utf8), layout, list_item=False)
-            exprs.append(pl.when(v.str.len_chars() > 0).then(v).otherwise(pl.lit(None, pl.Utf8)).alias(s))
-    return features.select(exprs)
+            exprs.append(_neutralise(pl.col(s).cast(pl.Utf8), layout, list_item=False).alias(s))
+    # empty -> null in a second step: in one expression the rendering would run twice (test and value)
+    rendered = features.select(exprs)
+    return rendered.with_columns(pl.when(pl.col(s).str.len_chars() > 0).then(pl.col(s)).otherwise(pl.lit(None, pl.Utf8)) for s in SOURCES)
 
 
 def _cap_column(values: pl.Series, budget: int, counter: TokenCounter, dangling: str = "") -> tuple[pl.Series, pl.Series, pl.Series]:

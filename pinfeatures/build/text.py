@@ -69,14 +69,14 @@ def _clean_until_stable(series: pl.Series) -> pl.Series:
 
 def clean_column(column: str, max_chars: int) -> pl.Expr:
     """An expression that cleans one text column (see the module docstring)."""
-    expr = (
-        pl.col(column)
-        .cast(pl.Utf8)
-        .map_batches(_clean_until_stable, return_dtype=pl.Utf8)
-        .str.slice(0, max_chars)
-        .str.strip_chars()
-    )
-    return pl.when(expr.str.len_chars() > 0).then(expr).otherwise(pl.lit(None, pl.Utf8)).alias(column)
+    return pl.col(column).cast(pl.Utf8).map_batches(lambda values: _clean_values(values, max_chars), return_dtype=pl.Utf8).alias(column)
+
+
+def _clean_values(values: pl.Series, max_chars: int) -> pl.Series:
+    # one function of the column, not an expression that tests and returns the cleaned value: the
+    # expression would clean every value twice
+    cleaned = _clean_until_stable(values).str.slice(0, max_chars).str.strip_chars()
+    return pl.select(pl.when(cleaned.str.len_chars() > 0).then(cleaned).otherwise(pl.lit(None, pl.Utf8))).to_series()
 
 
 def normalise_pins(pins: pl.DataFrame, max_chars: int = 4000) -> pl.DataFrame:
