@@ -429,12 +429,12 @@ def run_sharded(writer: Any, cfg: BuildSettings, variants: list[str], counter: A
         shutil.rmtree(work, ignore_errors=True)
 
 
-SHARD_MEMORY_PER_INPUT_BYTE = 16
+SHARD_MEMORY_PER_INPUT_BYTE = 8
 SHARD_MEMORY_BASE = 512 * 1024**2
 
 
 def shard_memory(work: Path, n: int) -> int:
-    """Memory to declare per shard task: the largest shard's partitioned input (lz4 Parquet) times
+    """Memory to declare per shard task: the largest shard's partitioned input (uncompressed Parquet) times
     SHARD_MEMORY_PER_INPUT_BYTE (decoded frames, DuckDB's hash tables, texts), plus the
     interpreter and libraries (SHARD_MEMORY_BASE). A declaration for the scheduler, not a limit."""
     largest = max((sum(f.stat().st_size for f in (work / f"shard-{i:05d}").rglob("*.parquet")) for i in range(n)), default=0)
