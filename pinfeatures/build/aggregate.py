@@ -8,6 +8,8 @@ Out: Aggregates: pin_boards(pin_id, boards: list[str]), pin_queries(pin_id, quer
      Everything but query_traffic is keyed by pin_id, so a hash-partition of the pins (with their
      saves and engagements) aggregates to the matching slice of a whole-input run; a shard returns
      its per-query parts instead (sql/query_parts.sql) and `combine_queries` adds them up.
+     `board_titles` alone gives pin_boards (the whole build runs the language stage beside the
+     query steps, which it needs nothing of).
 """
 
 from __future__ import annotations

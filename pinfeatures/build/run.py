@@ -1,8 +1,9 @@
 """`pinfeatures build`: input tables to a build folder (pinfeatures.buildfolder writes and commits it).
 
-    lock OUT -> read (sources) -> validate -> aggregate (DuckDB) -> text (Polars) -> language (pins,
-    with their board titles; then queries) -> caption -> features -> assemble (variants, budgets)
-    -> write + commit (atomic swap)
+    lock OUT -> read (sources) -> validate -> text (Polars) -> board titles (DuckDB) ->
+    [language of the pins (with their board titles) beside the query steps (DuckDB)] ->
+    languages of the queries -> caption -> features -> assemble (variants, budgets) -> write +
+    commit (atomic swap)
 
 `run_build(cfg)` is the one public function; its argument is the build's settings (BuildSettings,
 build/settings.py), checked when they were made, so a bad setting never waits for a read.
