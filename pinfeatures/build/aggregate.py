@@ -205,7 +205,11 @@ def _register_input(con: Any, name: str, table: pl.DataFrame | Sequence[Path]) -
 def _register_query_norm(con: Any) -> None:
     """query_norm(raw_query, query): sql/query_norm.sql's distinct raw queries, normalised in one call."""
     raw = run_sql(con, "query_norm").pl()
-    con.register("query_norm", _arrow(raw.with_columns(normalize_phrases(raw.get_column("raw_query")).alias("query"))))
+    con.register("query_norm_frame", _arrow(raw.with_columns(normalize_phrases(raw.get_column("raw_query")).alias("query"))))
+    # a table of DuckDB's own (under its memory limit, spillable): the frame is freed at once
+    # instead of staying in Python beside DuckDB's join on it (millions of strings at a long tail)
+    con.execute("CREATE TEMP TABLE query_norm AS SELECT * FROM query_norm_frame")
+    con.unregister("query_norm_frame")
 
 
 def memory_stats(con: Any, temp_directory: Path | None) -> dict[str, Any]:

@@ -187,18 +187,20 @@ class ScoredTexts:
     def __init__(self, texts: Sequence[str] | pl.Series, settings: LanguageSettings) -> None:
         from pinfeatures.build import language_model
 
-        # kept as a Polars column, not Python strings: a batch becomes Python strings when scored
-        self.texts = pl.Series("text", texts, dtype=pl.Utf8)
+        # a Polars column, not Python strings: a batch becomes Python strings when scored; the
+        # texts are not kept (the scores stand for them), only their number
+        column = pl.Series("text", texts, dtype=pl.Utf8)
+        self.n_texts = column.len()
         self.langs = np.asarray(language_model.languages(), dtype=object)
-        quick = quick_languages(self.texts, min_letters=settings.min_letters)
+        quick = quick_languages(column, min_letters=settings.min_letters)
         # a script answer fixes the language (-1: none); `und` or no known n-gram: no evidence
         self.fixed = quick.replace_strict(list(self.langs), list(range(len(self.langs))), default=-1, return_dtype=pl.Int64).to_numpy()
         self.informative = (quick.is_not_null() & (quick != UND)).fill_null(False).to_numpy()
-        self.loglik = np.zeros((len(self.texts), len(self.langs)), dtype=np.float32)
+        self.loglik = np.zeros((self.n_texts, len(self.langs)), dtype=np.float32)
         asked = quick.is_null().arg_true().to_numpy().astype(np.int64)
         for lo in range(0, len(asked), _BATCH):
             part = asked[lo : lo + _BATCH]
-            scores, counts = language_model.scores(self.texts.gather(part).to_list())
+            scores, counts = language_model.scores(column.gather(part).to_list())
             self.loglik[part] = scores / settings.temperature
             self.informative[part] = counts > 0
 
@@ -318,9 +320,9 @@ class PinTexts:
         """The pins with `_detected` and `_confidence` (null where the language was given)."""
         log_prior = prior.log_vector()
         rho = self.board_agreement
-        evidence = np.zeros((len(self.boards.texts), len(log_prior)), dtype=np.float64)
-        if len(self.boards.texts):
-            q_over_prior = np.exp(self.boards.log_posterior(np.arange(len(self.boards.texts)), log_prior) - log_prior)
+        evidence = np.zeros((self.boards.n_texts, len(log_prior)), dtype=np.float64)
+        if self.boards.n_texts:
+            q_over_prior = np.exp(self.boards.log_posterior(np.arange(self.boards.n_texts), log_prior) - log_prior)
             evidence = np.where(self.boards.informative[:, None], np.log(1.0 - rho + rho * q_over_prior), 0.0)
 
         def log_posterior(rows: np.ndarray) -> np.ndarray:
@@ -376,8 +378,8 @@ def decide_languages(texts: PinTexts, settings: LanguageSettings, prior: Languag
     stats = {
         "detector": "langdetect profiles (numpy, deterministic)",
         "given": int(decided.height - detected.height),
-        "distinct_texts_detected": len(texts.own.texts),
-        "distinct_board_titles": len(texts.boards.texts),
+        "distinct_texts_detected": texts.own.n_texts,
+        "distinct_board_titles": texts.boards.n_texts,
         "told_by_boards_alone": texts.by_boards_only,
         "und": int((detected.get_column("language") == UND).sum()),
         "below_min_confidence": int(((confidence < settings.min_confidence) & (confidence > 0)).sum()),

@@ -31,8 +31,10 @@ Reasons, checked in this order (a row gets the first that applies):
 from __future__ import annotations
 
 import json
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import polars as pl
 
@@ -250,10 +252,9 @@ def validate_tables(
     for name, check in checks.items():
         if name in streamed:
             bad_parts, n_valid[name], read[name] = [], 0, 0
-            for table in streamed[name]:
+            for table, (rows, bad) in _in_order(lambda t, check=check: (t, check(_canonical_users(t))), streamed[name]):
                 read[name] += table.frame.height + table.unparsed.height
                 rejects.append(safe_unparsed(name, table.unparsed))
-                rows, bad = check(_canonical_users(table))
                 bad_parts.append(bad)
                 n_valid[name] += rows.height
                 users_seen = users_seen or (name == "engagements" and has_user_ids(rows))
@@ -287,6 +288,21 @@ def validate_tables(
         by_reason = rejects_df.filter(pl.col("table") == name).group_by("reason").len().sort("reason")
         reasons[name] = {r: int(n) for r, n in by_reason.iter_rows()}
     return ValidTables(pins, boards, valid_frames["saves"], valid_frames["engagements"], captions, rejects_df, counts, reasons, users_seen)
+
+
+def _in_order(fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+    """fn over items on up to two threads (fewer when Polars has fewer), the results in the
+    items' order, at most that many items in flight (a streamed table's files: memory stays
+    bounded). The checks are Polars kernels, which release the GIL: two files are checked at once."""
+    workers = min(2, pl.thread_pool_size())
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque[Future[Any]] = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _valid_pins(table: Table) -> tuple[pl.DataFrame, pl.DataFrame]:
