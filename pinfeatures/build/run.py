@@ -110,12 +110,15 @@ def _build_into(writer: BuildWriter, cfg: BuildSettings, variants: list[str], co
             read_warnings.append(no_user_ids(cfg.min_users, cfg.require_users))  # already on stderr, like the readers'
         _stop_if_strict(cfg, read_warnings)
 
-        with progress.stage("text", "cleaning titles and descriptions"):
-            pins = normalise_pins(valid.pins, cfg.max_source_chars)
+        # cleaning the pins' text (Polars) and the board titles (DuckDB) need nothing of each other
+        with ThreadPoolExecutor(max_workers=1) as beside:
+            cleaned = beside.submit(_timed, progress, "text", "cleaning titles and descriptions, beside the board titles",
+                                    normalise_pins, valid.pins, cfg.max_source_chars)
+            with progress.stage("aggregate", "board titles per pin (DuckDB)"):
+                pin_boards, boards_memory = board_titles(sink.files["saves"], valid.boards, top_k=cfg.board_top_k,
+                                                         memory_limit=cfg.memory_limit_bytes, temp_directory=work / SPILL_FOLDER)
+            pins = cleaned.result()
         valid.pins = None  # the texts as read: only the cleaned ones are used from here on
-        with progress.stage("aggregate", "board titles per pin (DuckDB)"):
-            pin_boards, boards_memory = board_titles(sink.files["saves"], valid.boards, top_k=cfg.board_top_k,
-                                                     memory_limit=cfg.memory_limit_bytes, temp_directory=work / SPILL_FOLDER)
         language_settings = LanguageSettings.from_config(cfg)
         # The pins' languages need only the board titles: the language stage (mostly one core of
         # numpy and Python) runs beside the query steps (DuckDB), which leave a core to spare.
