@@ -1,6 +1,6 @@
 """`pinfeatures build`: input tables to a build folder (pinfeatures.buildfolder writes and commits it).
 
-    lock OUT -> read (sources) -> validate -> text (Polars) -> board titles (DuckDB) ->
+    lock OUT -> read (sources) -> validate -> [text (Polars) beside board titles (DuckDB)] ->
     [language of the pins (with their board titles) beside the query steps (DuckDB)] ->
     languages of the queries -> caption -> features -> assemble (variants, budgets) -> write +
     commit (atomic swap)
