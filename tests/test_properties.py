@@ -218,6 +218,52 @@ def test_no_query_below_k_distinct_users_reaches_the_aggregates(rows, k):
     assert set(agg.query_traffic.get_column("query")) == {q for q, _ in allowed}
 
 
+pair_rows = st.lists(
+    st.fixed_dictionaries({"query": queries, "pin_id": st.sampled_from(["p1", "p2", "p3"]),
+                           "action": st.sampled_from(ACTIONS), "user_id": st.sampled_from(["u1", "u2", "u3", None]),
+                           "country": st.sampled_from(["US", "FR", "DE", None]), "locale": st.sampled_from(["en-US", "fr_FR", "DE", None])}),
+    max_size=40,
+)
+
+
+@settings(max_examples=30, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=pair_rows, k=st.integers(min_value=1, max_value=3))
+def test_query_pairs_equal_a_python_reference(rows, k):
+    """query_pins' numbers for every kept pair, and each pin's top queries, computed here event by
+    event: events, engaged events, distinct users (null ids are no user), action-weighted score,
+    the most frequent country (ties by name)."""
+    weights = dict(BuildSettings().action_weights)
+    eng = pl.DataFrame(rows, schema={"query": pl.Utf8, "pin_id": pl.Utf8, "action": pl.Utf8, "user_id": pl.Utf8, "country": pl.Utf8, "locale": pl.Utf8})
+    tables = small_tables()
+    agg = aggregate(tables["saves"], tables["boards"], eng, action_weights=weights, query_min_users=k, query_top_k=2, threads=2)
+    pairs: dict[tuple[str, str], dict] = {}
+    for r in rows:
+        q = normalize_phrase(r["query"])
+        if not q:
+            continue
+        p = pairs.setdefault((q, r["pin_id"]), {"events": 0, "engaged": 0, "users": set(), "score": 0.0, "countries": {}})
+        p["events"] += 1
+        p["score"] += weights[r["action"]]
+        if r["action"] != "impression":
+            p["engaged"] += 1
+            if r["user_id"] is not None:
+                p["users"].add(r["user_id"])
+        if r["country"] is not None:
+            p["countries"][r["country"]] = p["countries"].get(r["country"], 0) + 1
+    kept = {pair: p for pair, p in pairs.items() if p["engaged"] > 0 and len(p["users"]) >= k}
+    expected = sorted(
+        (q, pin, p["events"], p["engaged"], len(p["users"]), round(p["score"], 6),
+         min(p["countries"], key=lambda c: (-p["countries"][c], c)) if p["countries"] else None)
+        for (q, pin), p in kept.items()
+    )
+    got = [(q, pin, e, ee, u, round(s, 6), c) for q, pin, e, ee, u, s, c in
+           agg.query_pins.select("query", "pin_id", "events", "engaged_events", "users", "score", "country").iter_rows()]
+    assert sorted(got) == expected
+    top = {pin: [q for q, _ in sorted(((q, p["score"]) for (q, pn), p in kept.items() if pn == pin), key=lambda t: (-t[1], t[0]))][:2]
+           for pin in {pin for _, pin in kept}}
+    assert dict(agg.pin_queries.select("pin_id", "queries").iter_rows()) == top
+
+
 @pytest.mark.slow  # eight real builds: left out of the mutation runs (scripts/mutation.sh), not of the suite
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(rows=privacy_rows.filter(bool), k=st.integers(min_value=2, max_value=3))
