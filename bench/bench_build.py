@@ -275,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in stages.items():
         pk = by_stage.get(k)
         print(f"                       {k:<10} {v:8.2f}s  {100 * v / total:5.1f}%  {pk if pk is not None else '-'}")
+    print("                       (text runs beside the board titles and language beside the query steps, both")
+    print("                        counted in aggregate: the shares of stages run side by side overlap)")
     for name in ("shards", "ray"):
         if name in runs:
             print(f"{name} stages: " + ", ".join(f"{k} {v:.1f}s" for k, v in runs[name]["stages"].items()))
