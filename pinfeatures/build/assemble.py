@@ -1,7 +1,7 @@
 """Text assembler: one text per (pin, variant), within token budgets.
 
 In:  features(pin_id, title, description, caption, boards: list[str], queries: list[str]),
-     the variant names (variants.expand), the settings (labels, source_order, separators,
+     the variant names (variants.expand: at least one), the settings (labels, source_order, separators,
      budgets) and a token counter (tokens.make_counter).
 Out: texts(pin_id, variant, text, n_tokens: Int32, truncated: Boolean), sorted by pin_id and
      then by the variants' order.
@@ -44,9 +44,7 @@ def render_values(features: pl.DataFrame, cfg: BuildSettings) -> pl.DataFrame:
     layout = TextLayout.from_settings(cfg)
     exprs = [pl.col("pin_id")]
     for s in SOURCES:
-        if s not in features.columns:
-            exprs.append(pl.lit(None, pl.Utf8).alias(s))
-        elif s in LIST_SOURCES:
+        if s in LIST_SOURCES:
             items = pl.col(s).list.eval(_neutralise(pl.element(), layout, list_item=True)).list.eval(pl.element().filter(pl.element().str.len_chars() > 0))
             exprs.append(items.list.join(layout.list_separator).alias(s))
         else:
@@ -58,21 +56,18 @@ def render_values(features: pl.DataFrame, cfg: BuildSettings) -> pl.DataFrame:
 
 def _cap_column(values: pl.Series, budget: int, counter: TokenCounter, dangling: str = "") -> tuple[pl.Series, pl.Series, pl.Series]:
     """Cut each value to `budget` tokens (and any `dangling` separator left at the cut). Returns (values, counts, truncated)."""
-    counts = counter.count_many(values)
-    over = (counts > budget).fill_null(False)
-    truncated = over.clone()
+    counts = counter.count_many(values)  # a null value counts 0: never over
+    over = counts > budget
     if over.any():
         vals = values.to_list()
         cnts = counts.to_list()
         for i in over.arg_true().to_list():
-            cut, _ = truncate(vals[i], budget, counter)
-            if dangling:
-                cut = cut.rstrip().removesuffix(dangling).rstrip()
-            vals[i] = cut or None
-            cnts[i] = counter.count(cut) if cut else 0
+            cut, _ = truncate(vals[i], budget, counter)  # never empty: a budget is at least 1 token
+            vals[i] = cut.removesuffix(dangling).rstrip()  # truncate's cut ends without whitespace
+            cnts[i] = counter.count(vals[i])
         values = pl.Series(values.name, vals, dtype=pl.Utf8)
         counts = pl.Series(counts.name, cnts, dtype=pl.Int64)
-    return values, counts, truncated
+    return values, counts, over
 
 
 def assemble_texts(features: pl.DataFrame, variants: Sequence[str], cfg: BuildSettings, counter: TokenCounter) -> pl.DataFrame:
@@ -90,8 +85,9 @@ def assemble_texts(features: pl.DataFrame, variants: Sequence[str], cfg: BuildSe
         present = values.is_not_null()
         lines[s] = pl.select(pl.when(present).then(pl.lit(label_text[s] + " ") + values).otherwise(None)).to_series().alias(s)
         line_tokens[s] = pl.select(pl.when(present).then(counts + label_tokens[s]).otherwise(0)).to_series()
-        cut[s] = truncated & present
+        cut[s] = truncated
 
+    separator_tokens = counter.count(layout.field_separator)
     pin_ids = rendered.get_column("pin_id")
     frames = []
     for idx, variant in enumerate(variants):
@@ -99,16 +95,18 @@ def assemble_texts(features: pl.DataFrame, variants: Sequence[str], cfg: BuildSe
         ordered = [s for s in layout.order if s in srcs]
         text = pl.DataFrame([lines[s] for s in ordered]).select(
             pl.concat_str(pl.all(), separator=layout.field_separator, ignore_nulls=True).alias("text")
-        ).to_series().fill_null("")
+        ).to_series()  # "" where the pin has none of the variant's sources
+        n_lines = pl.DataFrame([lines[s] for s in ordered]).select(pl.sum_horizontal(pl.all().is_not_null()).cast(pl.Int64)).to_series()
         n_tokens = pl.DataFrame([line_tokens[s].alias(s) for s in ordered]).select(pl.sum_horizontal(pl.all())).to_series()
+        n_tokens += separator_tokens * (n_lines - 1).clip(lower_bound=0)
         truncated = pl.DataFrame([cut[s].alias(s) for s in ordered]).select(pl.any_horizontal(pl.all())).to_series()
         frame = pl.DataFrame({"pin_id": pin_ids, "text": text, "n_tokens": n_tokens, "truncated": truncated})
-        frame = _fit_total(frame, ordered, lines, label_text, label_tokens, cfg, counter)
+        frame = _fit_total(frame, ordered, lines, label_text, label_tokens, separator_tokens, cfg, counter)
         frames.append(frame.with_columns(pl.lit(variant).alias("variant"), pl.lit(idx, pl.Int32).alias("_v")))
-    texts = pl.concat(frames) if frames else pl.DataFrame(schema={"pin_id": pl.Utf8, "variant": pl.Utf8, "text": pl.Utf8, "n_tokens": pl.Int64, "truncated": pl.Boolean, "_v": pl.Int32})
     return (
-        texts.sort(["pin_id", "_v"])
-        .select("pin_id", "variant", "text", pl.col("n_tokens").cast(pl.Int32), pl.col("truncated").fill_null(False))
+        pl.concat(frames)
+        .sort(["pin_id", "_v"])
+        .select("pin_id", "variant", "text", pl.col("n_tokens").cast(pl.Int32), "truncated")
     )
 
 
@@ -118,19 +116,23 @@ def _fit_total(
     lines: Mapping[str, pl.Series],
     label_text: Mapping[str, str],
     label_tokens: Mapping[str, int],
+    separator_tokens: int,
     cfg: BuildSettings,
     counter: TokenCounter,
 ) -> pl.DataFrame:
     """Cut the texts over the total budget, line by line from the end of source_order.
 
-    The approximate counter is additive over whitespace-joined lines, so the summed count is
-    exact; a real tokenizer is not quite additive, so its texts are counted again whole.
+    The approximate counter is additive over text joined by a separator that starts and ends
+    with whitespace ("\n", " || "), so the summed count (lines and separators) is exact; any
+    other counter or separator has its texts counted again whole, and a text counted over the
+    budget once joined is fitted again with the excess taken off the budget (never cut as a
+    whole, which could leave a label without its value).
     """
-    # ...and additive only when the field separator is whitespace: " || " holds tokens of its own.
-    exact = getattr(counter, "name", "") == "approx" and counter.count(cfg.field_separator) == 0
+    sep = cfg.field_separator
+    exact = getattr(counter, "name", "") == "approx" and sep[:1].isspace() and sep[-1:].isspace()
     if not exact:
         frame = frame.with_columns(counter.count_many(frame.get_column("text")).alias("n_tokens"))
-    over = (frame.get_column("n_tokens") > cfg.max_tokens).fill_null(False)
+    over = frame.get_column("n_tokens") > cfg.max_tokens
     if not over.any():
         return frame
     texts = frame.get_column("text").to_list()
@@ -138,29 +140,39 @@ def _fit_total(
     truncated = frame.get_column("truncated").to_list()
     line_values = {s: lines[s].to_list() for s in ordered}
     for i in over.arg_true().to_list():
-        remaining = cfg.max_tokens
-        kept: list[str] = []
-        for s in ordered:
-            line = line_values[s][i]
-            if line is None:
-                continue
-            n = counter.count(line)
-            if n <= remaining:
-                kept.append(line)
-                remaining -= n
-                continue
-            value_budget = remaining - label_tokens[s]
-            if value_budget > 0:
-                value, _ = truncate(line[len(label_text[s]) + 1 :], value_budget, counter)
-                if value:
-                    kept.append(f"{label_text[s]} {value}")
-            break
-        text = cfg.field_separator.join(kept)
-        n = counter.count(text)
-        if n > cfg.max_tokens:  # a real tokenizer merged across a line break: cut the whole text
-            text, _ = truncate(text, cfg.max_tokens, counter)
-            n = counter.count(text)
+        present = [(s, line_values[s][i]) for s in ordered if line_values[s][i] is not None]
+        budget = cfg.max_tokens
+        while True:
+            kept, used = _fit_lines(present, budget, separator_tokens, label_text, label_tokens, counter)
+            text = sep.join(kept)
+            n = used if exact else counter.count(text)
+            if n <= cfg.max_tokens:
+                break
+            budget -= n - cfg.max_tokens  # merged across a line break: fewer tokens for the lines
         texts[i], counts[i], truncated[i] = text, n, True
     return frame.with_columns(
         pl.Series("text", texts, dtype=pl.Utf8), pl.Series("n_tokens", counts, dtype=pl.Int64), pl.Series("truncated", truncated, dtype=pl.Boolean)
     )
+
+
+def _fit_lines(
+    present: list[tuple[str, str]],
+    budget: int,
+    separator_tokens: int,
+    label_text: Mapping[str, str],
+    label_tokens: Mapping[str, int],
+    counter: TokenCounter,
+) -> tuple[list[str], int]:
+    """The lines of `present` (source, line) that fit whole in `budget` tokens, then the next one's
+    label with as many of its words as fit; and the tokens they take, separators counted."""
+    kept: list[str] = []
+    used = 0
+    for s, line in present:
+        overhead = (separator_tokens if kept else 0) + label_tokens[s]
+        value, cut = truncate(line[len(label_text[s]) + 1 :], budget - used - overhead, counter)  # "" when no word fits
+        if value:
+            kept.append(f"{label_text[s]} {value}")
+            used += overhead + counter.count(value)
+        if cut:
+            break
+    return kept, used

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import polars as pl
 import pytest
 
@@ -176,3 +178,116 @@ def test_total_budget_with_a_separator_that_holds_tokens():
     feats = features([{"pin_id": "p", "title": "Tiny cake", "description": "tasty moist rich", "caption": None, "boards": [], "queries": []}])
     row = assemble_texts(feats, ["title+description"], cfg, COUNTER).row(0, named=True)
     assert (row["text"], row["n_tokens"], row["truncated"]) == ("Title: Tiny cake || Description: tasty", 10, True)
+
+
+@pytest.mark.parametrize(
+    "max_tokens, expected",
+    [
+        # " || " holds 2 tokens ("|", "|"): the line-by-line cut counts them, so no label is left without
+        # a word of its value (cutting the joined text instead gave "Title: Tiny cake || Description:")
+        (8, "Title: Tiny cake"),
+        (9, "Title: Tiny cake"),
+        (10, "Title: Tiny cake || Description: tasty"),
+        (11, "Title: Tiny cake || Description: tasty moist"),
+        (16, "Title: Tiny cake || Description: tasty moist rich"),
+        # the second separator counted too: 12 + 2 + "Image: a" (3); fitting the joined text again with the
+        # excess taken off would leave 12 (the whole caption line, 4 more, over by 1: budget 16)
+        (17, "Title: Tiny cake || Description: tasty moist rich || Image: a"),
+    ],
+)
+def test_total_budget_counts_the_separators_tokens(max_tokens, expected):
+    cfg = BuildSettings(max_tokens=max_tokens, field_separator=" || ")
+    feats = features([{"pin_id": "p", "title": "Tiny cake", "description": "tasty moist rich", "caption": "a cake", "boards": [], "queries": []}])
+    row = assemble_texts(feats, ["title+description+caption"], cfg, COUNTER).row(0, named=True)
+    assert (row["text"], row["n_tokens"], row["truncated"]) == (expected, COUNTER.count(expected), True)
+
+
+class MergingCounter(ApproxCounter):
+    """Like a real tokenizer, not additive: a line break after text is a token of its own, a lone one is none."""
+
+    name = "merging"
+    _BREAK = re.compile(r"(?<=\S)\n")
+
+    def spans(self, text):
+        return sorted(super().spans(text) + [m.span() for m in self._BREAK.finditer(text)])
+
+    def count(self, text):
+        return len(self.spans(text))
+
+    def count_many(self, texts):
+        return pl.Series(texts.name, [self.count(t or "") for t in texts.to_list()], dtype=pl.Int64)
+
+
+@pytest.mark.parametrize(
+    "max_tokens, expected",
+    [
+        # joined, "Title: Tiny cake" (4) + break (1) + "Description: tasty" (4) is 9 > 8: fitted again with
+        # 7, the description's label alone would fit, so its line goes (a cut of the joined text left
+        # "Description:" dangling)
+        (8, "Title: Tiny cake"),
+        (10, "Title: Tiny cake\nDescription: tasty moist"),  # 11 joined: fitted again with 9
+        (11, "Title: Tiny cake\nDescription: tasty moist rich"),
+    ],
+)
+def test_total_budget_with_a_counter_that_is_not_additive(max_tokens, expected):
+    counter = MergingCounter()
+    assert counter.count("\n") == 0 and counter.count("a\nb") == 3
+    cfg = BuildSettings(max_tokens=max_tokens)
+    feats = features([{"pin_id": "p", "title": "Tiny cake", "description": "tasty moist rich", "caption": None, "boards": [], "queries": []}])
+    row = assemble_texts(feats, ["title+description", "title"], cfg, counter).row(0, named=True)
+    assert (row["text"], row["n_tokens"], row["truncated"]) == (expected, counter.count(expected), max_tokens < 11)
+
+
+class SpyCounter(ApproxCounter):
+    """The approximate counter, noting the name of each column and each text it counts."""
+
+    def __init__(self, name="approx"):
+        self.name, self.columns, self.texts = name, [], []
+
+    def count_many(self, texts):
+        self.columns.append(texts.name)
+        return super().count_many(texts)
+
+    def count(self, text):
+        self.texts.append(text)
+        return super().count(text)
+
+
+@pytest.mark.parametrize("field_separator, recounted", [("\n", False), ("\n\n", False), (" || ", False), ("|", True), (" |", True), ("| ", True)])
+def test_approx_counts_are_summed_not_recounted_when_exact(field_separator, recounted):
+    # the approx counter is additive over text joined by a separator with whitespace at both ends, so the
+    # summed line and separator counts are the texts' counts, also of the texts cut to the total budget;
+    # any other separator (or any other counter) has the joined texts counted again whole
+    feats = features([
+        {"pin_id": "p", "title": "Tiny cake", "description": "tasty moist rich", "caption": "a cake", "boards": [], "queries": []},
+        {"pin_id": "q", "title": None, "description": None, "caption": None, "boards": [], "queries": []},  # no line, no separator
+    ])
+    cfg = BuildSettings(max_tokens=11, field_separator=field_separator)
+    variants = ["title+description+caption", "title"]
+    spy = SpyCounter()
+    texts = assemble_texts(feats, variants, cfg, spy)
+    assert texts.get_column("truncated").to_list() == [True, False, False, False]
+    assert ("text" in spy.columns) is recounted
+    assert any(field_separator in t.strip() for t in spy.texts) is recounted  # the cut text too: its count is summed
+    assert texts.get_column("n_tokens").to_list() == [COUNTER.count(t) for t in texts.get_column("text").to_list()]
+    other = SpyCounter("other")
+    assert assemble_texts(feats, variants, cfg, other).equals(texts) and "text" in other.columns
+
+
+def test_per_source_budget_boundaries():
+    # a value of exactly its budget stays whole and untruncated; one token more is cut; a one-character value is kept
+    cfg = BuildSettings(max_tokens_per_source={"title": 3, "description": 3, "caption": 64, "boards": 3, "queries": 4})
+    feats = features([
+        {"pin_id": "p1", "title": "alpha beta gamma", "description": "alpha beta gamma delta", "caption": "A",
+         "boards": ["one", "two"], "queries": ["one", "two", "three"]},
+    ])
+    texts = assemble_texts(feats, ["title", "description", "caption", "boards", "queries"], cfg, COUNTER)
+    got = {r["variant"]: (r["text"], r["n_tokens"], r["truncated"]) for r in texts.iter_rows(named=True)}
+    assert got == {
+        "title": ("Title: alpha beta gamma", 5, False),
+        "description": ("Description: alpha beta gamma", 6, True),
+        "caption": ("Image: A", 3, False),
+        "boards": ("Boards: one | two", 5, False),
+        # 4 tokens end on a separator ("one | two |"): the dangling "|" goes with its space
+        "queries": ("Searches: one | two", 6, True),
+    }
