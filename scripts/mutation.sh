@@ -11,7 +11,7 @@
 #      exercise it (TESTS_OF below; mutmut runs, for each mutant, just those of them that reach
 #      the mutated function, fastest first). Not mutated: `raise` lines (their messages would
 #      become XX..XX noise) and `_grouped_digits_pattern` (it runs at import, before a mutant is
-#      switched on; mutated by hand instead); tests marked `slow` (real builds killed in a
+#      switched on; mutated by hand instead), nor `assert` lines; tests marked `slow` (real builds killed in a
 #      subprocess) are left out.
 #   2. hand-written mutants mutmut cannot make: SQL (comparison operators, tie-break keys, the
 #      privacy threshold), the scrubber's patterns (module-level strings) and the caption
@@ -49,7 +49,7 @@ declare -A TESTS_OF=(
     [pinfeatures/build/scrub.py]="tests/build/test_scrub.py tests/build/test_text.py tests/test_properties.py"
     [pinfeatures/build/assemble.py]="tests/build/test_assemble.py tests/test_properties.py"
     [pinfeatures/caption/cache.py]="tests/caption/test_cache_shared.py tests/caption/test_loop.py"
-    [pinfeatures/build/validate.py]="tests/build/test_validate.py tests/build/test_read.py tests/test_properties.py"
+    [pinfeatures/build/validate.py]="tests/build/test_validate.py tests/build/test_privacy.py tests/build/test_read.py tests/test_properties.py"
     [pinfeatures/buildfolder.py]="tests/test_buildfolder.py tests/build/test_commit.py"
 )
 # MUTATE="a.py b.py" mutates just those (a quicker run)
@@ -167,8 +167,9 @@ pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "mutmut_order", "-q", "-x
 process_isolation = "forkserver"
 # a mutant that makes a test loop or crawl is stopped after 6x its tests' measured time, not 15x
 timeout_multiplier = 6.0
-# error messages: mutmut turns their text into XX..XX noise (the tests check the messages that matter)
-do_not_mutate_patterns = ['^\\s*raise ']
+# error messages: mutmut turns their text into XX..XX noise (the tests check the messages that matter);
+# an assert guards a programming error (its message is for the programmer)
+do_not_mutate_patterns = ['^\\s*raise ', '^\\s*assert ']
 EOF
     left=$((deadline - $(date +%s)))
     t0=$(date +%s)

@@ -287,6 +287,7 @@ class CaptionCache:
         self.lease_s = lease_s
         self.blob_max_bytes = blob_max_bytes
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self.clock = time.time  # the leases' clock (tests set it)
         self._lock = threading.Lock()
         self._held: dict[str, set[str]] = {}  # fingerprint -> sha256s this handle holds leases on
         try:
@@ -363,7 +364,7 @@ class CaptionCache:
     def claim(self, sha256s: Sequence[str], fingerprint: str) -> set[str]:
         """Take a lease on each image that no live worker holds; the set of those taken."""
         body = json.dumps({"owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(),
-                           "expires": time.time() + self.lease_s}).encode()
+                           "expires": self.clock() + self.lease_s}).encode()
         taken = set()
         for sha in dict.fromkeys(sha256s):
             path = self._lease_path(sha, fingerprint)
@@ -393,7 +394,7 @@ class CaptionCache:
         held = self._lease_owner(path)
         if not held:
             return True  # released meanwhile
-        stale = held.get("expires", 0) < time.time() or (held.get("host") == socket.gethostname() and not _alive(held.get("pid")))
+        stale = held.get("expires", 0) < self.clock() or (held.get("host") == socket.gethostname() and not _alive(held.get("pid")))
         if not stale:
             return False
         tomb = f"{path.rsplit('/', 1)[0]}/.stale-{uuid.uuid4().hex}"

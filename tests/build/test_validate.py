@@ -258,3 +258,111 @@ def test_streamed_files_give_the_rows_rejects_and_counts_of_the_whole_table(tmp_
     assert expected.counts["engagements"] == {"read": 7, "valid": 4, "rejected": 3}
     # a record has every column of the files read as one table: the first file's rejects name `mood`, null
     assert json.loads(expected.rejects.filter(pl.col("table") == "engagements").get_column("record")[0])["mood"] is None
+
+
+def test_valid_rows_keep_only_the_tables_columns_and_users_seen(tmp_path):
+    # with some rows rejected (the filtered path) and with none, the valid frames hold the input's columns
+    # alone (no _file/_row, no _reason/_column/_detail); without user ids no user is seen, whatever saves hold
+    t = small_tables()
+    t["pins"] = pl.concat([t["pins"], t["pins"].head(1)])  # a duplicate: some pins rejected
+    t["engagements"] = t["engagements"].drop("user_id")
+    valid = validate_tables(small_read(tmp_path, **t))
+    assert valid.pins.columns == ["pin_id", "title", "description", "image"] and valid.pins.height == 4
+    assert valid.boards.columns == ["board_id", "title"]
+    assert valid.saves.columns == ["pin_id", "board_id", "user_id"]
+    assert valid.engagements.columns == ["query", "pin_id", "action"]
+    assert valid.users_seen is False
+    assert validate_tables(small_read(tmp_path / "with_users")).users_seen is True
+
+
+def test_streamed_engagements_without_user_ids_and_with_a_malformed_line(tmp_path):
+    # a streamed file's unparsed line counts as read and keeps no record (engagements hold user ids and
+    # queries); engagements without a user id are no users seen, even when saves have them
+    base = small_read(tmp_path)
+    (tmp_path / "e.jsonl").write_text('{"query": "cake", "pin_id": "p1", "action": "click"}\n{oops user u-secret\n', encoding="utf-8")
+    got = []
+    valid = validate_tables({k: base[k] for k in ("pins", "boards", "saves")}, streamed={"engagements": iter([read_table(tmp_path / "e.jsonl", "engagements")])},
+                            sink=lambda name, rows: got.append(rows.height))
+    assert got == [1] and valid.users_seen is False
+    assert valid.counts["engagements"] == {"read": 2, "valid": 1, "rejected": 1}
+    assert valid.rejects.filter(pl.col("table") == "engagements").select("row", "reason", "record").rows() == [(2, "malformed_json", None)]
+
+
+def test_engagement_detail_names_the_known_actions_only_for_an_unknown_action(tmp_path):
+    engagements = pl.DataFrame({"query": ["cake", "cake", "", "cake"], "pin_id": ["p9", "p1", "p1", "p1"], "action": ["click", "buy", "buy", "click"]})
+    valid = validate_tables(small_read(tmp_path, engagements=engagements), actions=("click", "save"))
+    rejects = valid.rejects.filter(pl.col("table") == "engagements").sort("row")
+    assert rejects.select("row", "reason", "detail").rows() == [
+        (1, "unknown_pin", None),
+        (2, "unknown_action", "known actions: click, save"),
+        (3, "empty_query", None),  # an unknown action too, but the empty query is its reason
+    ]
+
+
+@pytest.mark.parametrize("columns", [("image_sha256", "caption"), ("pin_id", "caption")])
+def test_captions_with_one_key_column(tmp_path, columns):
+    # captions need pin_id or image_sha256, not both: the missing one is null; a blank hash is no key
+    captions = pl.DataFrame({"pin_id": ["p1", "  ", "p2"], "image_sha256": ["AB12", "  ", "cd34"], "caption": ["one", "blank key", "two"]}).select(columns)
+    valid = validate_tables(small_read(tmp_path, captions=captions))
+    key = "pin_id" if "pin_id" in columns else "image_sha256"
+    want = [("p1", None), ("p2", None)] if key == "pin_id" else [(None, "ab12"), (None, "cd34")]
+    assert valid.captions.select("pin_id", "image_sha256").rows() == want
+    assert rejects_of(valid, "captions") == [(2, "pin_id", "null_id")]
+
+
+def test_a_caption_with_a_null_pin_and_a_blank_hash_has_no_key(tmp_path):
+    captions = pl.DataFrame({"pin_id": [None, None], "image_sha256": ["  ", "ab12"], "caption": ["no key", "by hash"]},
+                            schema={"pin_id": pl.Utf8, "image_sha256": pl.Utf8, "caption": pl.Utf8})
+    valid = validate_tables(small_read(tmp_path, captions=captions))
+    assert rejects_of(valid, "captions") == [(1, "pin_id", "null_id")]
+    assert valid.captions.select("image_sha256", "caption").rows() == [("ab12", "by hash")]
+
+
+def test_reject_records_keep_ids_as_written_numbers_as_numbers_and_cap_text_fields(tmp_path):
+    # ids name content (kept as written, not folded); a number column stays a number; other text is
+    # folded, scrubbed and capped at MAX_RECORD_FIELD_CHARS; the whole record at MAX_RECORD_CHARS
+    from pinfeatures.build.validate import MAX_RECORD_CHARS, MAX_RECORD_FIELD_CHARS
+
+    saves = pl.DataFrame({"pin_id": ["P404", "p1"], "board_id": ["B1", "b9"], "n": [5, 6], "note": ["Call Anna  ", "x" * 3000]})
+    valid = validate_tables(small_read(tmp_path, saves=saves))
+    records = [json.loads(r) for r in valid.rejects.filter(pl.col("table") == "saves").sort("row").get_column("record")]
+    assert records[0] == {"pin_id": "P404", "board_id": "B1", "n": 5, "note": "call anna"}
+    assert records[1]["note"] == "x" * MAX_RECORD_FIELD_CHARS and (records[1]["pin_id"], records[1]["n"]) == ("p1", 6)
+    wide = pl.DataFrame({"pin_id": ["p9"], "board_id": ["b1"], **{f"c{i}": ["word " * 500] for i in range(12)}})
+    rec = validate_tables(small_read(tmp_path / "wide", saves=wide)).rejects.filter(pl.col("table") == "saves").get_column("record")[0]
+    assert len(rec) == MAX_RECORD_CHARS and rec.startswith('{"pin_id":"p9","board_id":"b1","c0":"word word')
+
+
+def test_withhold_unkept_queries():
+    from pinfeatures.build.validate import withhold_unkept_queries
+
+    rejects = pl.DataFrame(
+        {
+            "table": ["engagements", "engagements", "engagements", "engagements", "saves", "engagements"],
+            "file": ["e"] * 6, "row": [1, 2, 3, 4, 1, 5], "column": ["action"] * 6, "reason": ["unknown_action"] * 6, "detail": [None] * 6,
+            "record": [
+                '{"query": "crème brûlée", "pin_id": "p1", "action": "buy"}',  # (query, pin) kept: stays
+                '{"query": "crème brûlée", "pin_id": "p2", "action": "achète"}',  # the query kept with another pin only
+                '{"query": "rare query", "pin_id": "p1", "action": "buy"}',
+                '{"query": null, "pin_id": "p1", "action": "buy"}',
+                '{"query": "rare query", "pin_id": "p1"}',  # not an engagement: left alone
+                None,  # a malformed line: no record
+            ],
+        },
+        schema=REJECT_SCHEMA,
+    )
+    query_pins = pl.DataFrame({"query": ["crème brûlée", "other"], "pin_id": ["p1", "p2"], "score": [1.0, 2.0]})
+    out = withhold_unkept_queries(rejects, query_pins)
+    assert out.drop("record").equals(rejects.drop("record"))
+    assert out.get_column("record").to_list() == [
+        '{"query": "crème brûlée", "pin_id": "p1", "action": "buy"}',
+        '{"query": null, "pin_id": "p2", "action": "achète"}',
+        '{"query": null, "pin_id": "p1", "action": "buy"}',
+        '{"query": null, "pin_id": "p1", "action": "buy"}',
+        '{"query": "rare query", "pin_id": "p1"}',
+        None,
+    ]
+    one = rejects.filter(pl.col("row") == 3)
+    assert withhold_unkept_queries(one, query_pins).get_column("record").to_list() == ['{"query": null, "pin_id": "p1", "action": "buy"}']
+    no_engagements = rejects.filter(pl.col("table") == "saves")
+    assert withhold_unkept_queries(no_engagements, query_pins.head(0)).equals(no_engagements)

@@ -287,6 +287,92 @@ def test_a_dead_workers_lease_is_taken_over_at_once(tmp_path):
     assert CaptionCache(tmp_path / "c").claim(["s1"], FP) == {"s1"}
 
 
+def _lease(cache_dir: Path, sha: str, **held) -> Path:
+    path = cache_dir / "leases" / FP[:16] / sha
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(held))
+    return path
+
+
+DEAD_PID = 2**31 - 1  # above any pid_max: no such process
+
+
+def test_a_lease_is_stale_once_past_its_expiry_or_its_process_gone_on_this_host(tmp_path, monkeypatch):
+    import socket
+
+    cache = CaptionCache(tmp_path / "c", lease_s=600)
+    cache.clock = lambda: 1000.0
+    here, there = socket.gethostname(), "elsewhere.example"
+    leases = {
+        "expires_now": dict(owner="x", host=there, pid=DEAD_PID, expires=1000.0),  # not yet past: held
+        "expired": dict(owner="x", host=there, pid=DEAD_PID, expires=999.5),
+        "no_expiry": dict(owner="x", host=there, pid=DEAD_PID),  # a lease without an expiry is stale
+        "dead_here": dict(owner="x", host=here, pid=DEAD_PID, expires=5000.0),
+        "alive_here": dict(owner="x", host=here, pid=os.getpid(), expires=5000.0),
+        "dead_elsewhere": dict(owner="x", host=there, pid=DEAD_PID, expires=5000.0),  # another host's pids are not ours to check
+        "pid_not_a_number": dict(owner="x", host=here, pid=str(os.getpid()), expires=5000.0),
+    }
+    for sha, held in leases.items():
+        _lease(tmp_path / "c", sha, **held)
+    assert cache.claim(list(leases), FP) == {"expired", "no_expiry", "dead_here", "pid_not_a_number"}
+    mine = json.loads((tmp_path / "c" / "leases" / FP[:16] / "expired").read_text())
+    assert (mine["owner"], mine["pid"], mine["expires"]) == (cache.owner, os.getpid(), 1600.0)
+    # a process this user may not signal exists: its lease holds
+    _lease(tmp_path / "c", "not_ours", owner="x", host=here, pid=DEAD_PID, expires=5000.0)
+
+    def denied(pid, sig):
+        raise PermissionError(pid)
+
+    monkeypatch.setattr(os, "kill", denied)
+    assert cache.claim(["not_ours"], FP) == set()
+
+
+def test_breaking_a_stale_lease_loses_to_another_breaker(tmp_path):
+    cache = CaptionCache(tmp_path / "c")
+    stale = dict(owner="gone", host="elsewhere.example", pid=1, expires=0.0)
+    fresh = dict(owner="other-breaker", host="elsewhere.example", pid=1, expires=cache.clock() + 600)
+    rename = cache.store.rename
+
+    # another breaker renamed the stale lease away and put its own in place between our read and our rename
+    path = _lease(tmp_path / "c", "s1", **stale)
+
+    def replaced_first(src, dst):
+        path.write_text(json.dumps(fresh))
+        cache.store.rename = rename
+        rename(src, dst)
+
+    cache.store.rename = replaced_first
+    assert cache.claim(["s1"], FP) == set()
+    assert json.loads(path.read_text())["owner"] == "other-breaker"  # theirs, put back
+    assert [p.name for p in path.parent.iterdir()] == ["s1"]  # no tomb left behind
+    # ...and one that won the rename: ours finds the lease gone
+    path2 = _lease(tmp_path / "c", "s2", **stale)
+
+    def taken_first(src, dst):
+        path2.unlink()
+        cache.store.rename = rename
+        rename(src, dst)
+
+    cache.store.rename = taken_first
+    assert cache.claim(["s2"], FP) == set()
+    # a stale lease broken by us alone: ours, and the tomb is gone
+    path3 = _lease(tmp_path / "c", "s3", **stale)
+    assert cache.claim(["s3"], FP) == {"s3"} and json.loads(path3.read_text())["owner"] == cache.owner
+    assert sorted(p.name for p in path.parent.iterdir()) == ["s1", "s3"]
+    # a live lease released between our failed create and our look at it: taken at once
+    path4 = _lease(tmp_path / "c", "s4", **fresh)
+    create = cache.store.create_exclusive
+
+    def released_after(p, data):
+        created = create(p, data)
+        path4.unlink()
+        cache.store.create_exclusive = create
+        return created
+
+    cache.store.create_exclusive = released_after
+    assert cache.claim(["s4"], FP) == {"s4"} and json.loads(path4.read_text())["owner"] == cache.owner
+
+
 # -- parts, blobs, compaction, old format, URLs --------------------------------------------------
 
 
@@ -304,6 +390,18 @@ def test_parts_are_visible_to_other_handles_and_compact_merges_them(tmp_path):
     assert [r[:3] for r in CaptionCache(tmp_path / "c").all_rows(FP)] == before == [("s1", "one", "ok"), ("s2", None, "unreadable")]
     a.put_many([("s3", FP, "three", "ok", "m", None)])  # a handle that read the merged-away parts goes on
     assert [r[0] for r in b.all_rows(FP)] == ["s1", "s2", "s3"]
+
+
+def test_compact_merges_a_table_of_two_parts_or_more_only(tmp_path):
+    a = CaptionCache(tmp_path / "c")
+    a.put_many([("s1", FP, "one", "ok", "m", None)])
+    a.put_clip_scores([("s1", FP, "clip", 0.5)])
+    a.put_clip_scores([("s2", FP, "clip", 0.25)])
+    assert compact(tmp_path / "c") == {"captions": 0, "clip_scores": 2, "fetches": 0, "fingerprints": 0, "file_hashes": 0}
+    assert len(list((tmp_path / "c" / "captions").glob("*.parquet"))) == 1
+    assert len(list((tmp_path / "c" / "clip_scores").glob("*.parquet"))) == 1
+    assert CaptionCache(tmp_path / "c").clip_score_rows() == [("s1", FP, "clip", 0.5), ("s2", FP, "clip", 0.25)]
+    assert compact(tmp_path / "c")["clip_scores"] == 0  # one part now: nothing to merge
 
 
 def test_a_damaged_part_is_a_config_error(tmp_path):
