@@ -17,7 +17,7 @@ from conftest import write_build
 
 from pinfeatures import buildfolder
 from pinfeatures.buildfolder import MANIFEST, BuildLocked, BuildWriter, TextLayout, file_sha256, open_build
-from pinfeatures.contracts import Variant, empty_rejects
+from pinfeatures.contracts import SOURCES, Variant, empty_rejects
 from pinfeatures.errors import ConfigError, InputError
 
 FEATURES = pl.DataFrame(
@@ -293,3 +293,71 @@ def test_file_sha256_reads_every_chunk(tmp_path):
     assert file_sha256(path) == hashlib.sha256(data).hexdigest()
     (tmp_path / "empty.bin").write_bytes(b"")
     assert file_sha256(tmp_path / "empty.bin") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+# -- the manifest's statistics and the text layout ------------------------------------------------
+
+
+def test_coverage_and_language_counts():
+    features = pl.DataFrame(
+        {
+            "pin_id": ["p1", "p2", "p3", "p4", "p5", "p6"],
+            "title": ["a", "b", None, "d", "e", "f"],
+            "description": [None, None, None, "x", None, None],
+            "caption": ["c", None, None, None, None, None],
+            "boards": [["b"], [], [], [], ["b"], []],
+            "queries": [[], [], [], [], [], ["q"]],
+            "language": ["en", "en", "en", "fr", "de", "fr"],
+        }
+    )
+    assert buildfolder.coverage_stats(features) == {
+        "overall": {"title": 0.833333, "description": 0.166667, "caption": 0.166667, "boards": 0.333333, "queries": 0.166667},
+        "by_language": {  # most pins first, then by language
+            "en": {"pins": 3, "title": 0.666667, "description": 0.0, "caption": 0.333333, "boards": 0.333333, "queries": 0.0},
+            "fr": {"pins": 2, "title": 1.0, "description": 0.5, "caption": 0.0, "boards": 0.0, "queries": 0.5},
+            "de": {"pins": 1, "title": 1.0, "description": 0.0, "caption": 0.0, "boards": 1.0, "queries": 0.0},
+        },
+    }
+    assert list(buildfolder.coverage_stats(features)["by_language"]) == ["en", "fr", "de"]
+    assert list(buildfolder.language_counts(features).items()) == [("en", 3), ("fr", 2), ("de", 1)]
+    tied = features.with_columns(pl.Series("language", ["fr", "en", "fr", "en", "de", "zz"]))
+    assert list(buildfolder.language_counts(tied.lazy()).items()) == [("en", 2), ("fr", 2), ("de", 1), ("zz", 1)]
+    assert list(buildfolder.coverage_stats(tied)["by_language"]) == ["en", "fr", "de", "zz"]
+    assert buildfolder.coverage_stats(features.head(0)) == {"overall": dict.fromkeys(SOURCES, 0.0), "by_language": {}}
+    assert buildfolder.language_counts(features.head(0)) == {}
+
+
+def test_token_stats():
+    texts = pl.DataFrame(
+        {
+            "variant": ["title"] * 5 + ["title+boards"] * 2 + ["caption"],
+            "text": ["a", "", "b c", "d", "e", "x", "y", ""],
+            "n_tokens": [1, 0, 2, 10, 3, 4, 7, 0],
+            "truncated": [False, False, False, True, False, True, True, False],
+        }
+    )
+    got = buildfolder.token_stats(texts, ["title+boards", "title", "queries"])
+    assert list(got) == ["title+boards", "title"]  # the variants' order; one without texts left out
+    assert got["title"] == {"texts": 5, "mean": 3.2, "p50": 2.0, "p95": 10.0, "max": 10.0, "truncated_share": 0.2, "empty_share": 0.2}
+    assert got["title+boards"] == {"texts": 2, "mean": 5.5, "p50": 7.0, "p95": 7.0, "max": 7.0, "truncated_share": 1.0, "empty_share": 0.0}
+    thirds = pl.DataFrame({"variant": ["t"] * 3, "text": ["a", "", ""], "n_tokens": [1, 0, 1], "truncated": [True, False, False]})
+    assert buildfolder.token_stats(thirds.lazy(), ["t"])["t"] == {
+        "texts": 3, "mean": 0.6667, "p50": 1.0, "p95": 1.0, "max": 1.0, "truncated_share": 0.3333, "empty_share": 0.6667}
+
+
+def test_text_layout_lines_and_parse():
+    layout = TextLayout(("queries", "title", "description", "caption", "boards"),
+                        {"title": "T", "description": "D", "caption": "I", "boards": "B", "queries": "Q"}, " || ", "; ")
+    sources = {"title": "Red sofa", "description": "  ", "caption": None, "boards": ["Living", None, " ", "Den"], "queries": ("sofa",)}
+    assert layout.lines(Variant.parse("title+description+caption+boards+queries"), sources) == ["Q: sofa", "T: Red sofa", "B: Living; Den"]
+    assert layout.lines(Variant.parse("title+boards"), sources) == ["T: Red sofa", "B: Living; Den"]
+    assert layout.lines(Variant.parse("caption"), sources) == []
+    assert layout.lines(Variant.parse("boards"), {"boards": [None, "  "]}) == []
+    assert layout.label("boards") == "B:"
+    assert layout.parse("Q: sofa || T: Red sofa: the best || B: Living; Den") == {"queries": "sofa", "title": "Red sofa: the best", "boards": "Living; Den"}
+    assert layout.parse("") == {}
+    with pytest.raises(ValueError, match="appears twice"):
+        layout.parse("T: a || T: b")
+    with pytest.raises(ValueError, match="no known label: 'T:a'"):
+        layout.parse("T:a")  # a label is followed by one space
+    assert TextLayout.from_dict(layout.to_dict()) == layout
