@@ -361,3 +361,69 @@ def test_text_layout_lines_and_parse():
     with pytest.raises(ValueError, match="no known label: 'T:a'"):
         layout.parse("T:a")  # a label is followed by one space
     assert TextLayout.from_dict(layout.to_dict()) == layout
+
+
+def test_layout_from_settings_and_a_malformed_layout_in_the_manifest(built):
+    from pinfeatures.build.settings import BuildSettings
+
+    cfg = BuildSettings(field_separator=" || ", list_separator="; ", source_order=("queries", "title", "description", "caption", "boards"))
+    assert TextLayout.from_settings(cfg) == TextLayout(("queries", "title", "description", "caption", "boards"), dict(cfg.labels), " || ", "; ")
+    good = json.loads((built / MANIFEST).read_text())
+    layout = TextLayout().to_dict()
+    for bad, message in (
+        ({**layout, "order": ["title"] * 5}, "text_layout must name each source once, with a label"),  # labels fine, order not
+        ({**layout, "labels": {"title": "T"}}, "text_layout must name each source once, with a label"),  # order fine, labels not
+        ({k: v for k, v in layout.items() if k != "list_separator"}, "text_layout is missing or malformed"),
+    ):
+        (built / MANIFEST).write_text(json.dumps({**good, "text_layout": bad}))
+        with pytest.raises(InputError, match=rf"{MANIFEST}: {message}"):
+            open_build(built)
+
+
+def test_reader_checks_each_part_of_the_manifest(built):
+    good = json.loads((built / MANIFEST).read_text())
+    for manifest, message in (
+        ({**good, "files": []}, "no build_id, files or outputs"),  # outputs and build_id fine
+        ({**good, "outputs": []}, "no build_id, files or outputs"),
+        ({**good, "build_id": 7}, "no build_id, files or outputs"),
+        ({**good, "files": {**good["files"], "texts.parquet": {"rows": 6, "bytes": 1}}}, r"texts.parquet: manifest.json entry is malformed"),
+        ({**good, "files": {**good["files"], "texts.parquet": ["not", "a", "dict"]}}, r"texts.parquet: manifest.json entry is malformed"),
+    ):
+        (built / MANIFEST).write_text(json.dumps(manifest))
+        with pytest.raises(InputError, match=message):
+            open_build(built)
+    (built / MANIFEST).write_text(json.dumps({k: v for k, v in good.items() if k != "variants"}))
+    build = open_build(built)
+    assert build.variants == () and build.has("texts") and not build.has("query_pins")
+    assert build.read("texts", ["variant", "pin_id"]).columns == ["variant", "pin_id"]
+    assert buildfolder.mark_derived({"ndcg": 0.5}, build) == {"build_id": good["build_id"], "build": str(built), "ndcg": 0.5}
+
+
+def test_a_table_whose_schema_differs_is_named_with_its_file(tmp_path):
+    out = make(tmp_path / "b")
+    pl.read_parquet(out / "texts.parquet").with_columns(pl.col("n_tokens").cast(pl.Utf8)).write_parquet(out / "texts.parquet")
+    manifest = json.loads((out / MANIFEST).read_text())
+    data = (out / "texts.parquet").read_bytes()
+    manifest["files"]["texts.parquet"] = {"rows": 6, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(InputError) as err:
+        open_build(out)
+    assert str(err.value) == f"{out / 'texts.parquet'}, column 'n_tokens': expected Int32, got String"
+
+
+def test_row_hashes_given_are_kept_and_an_unreadable_lock_holder_is_unknown(tmp_path):
+    texts = TEXTS.with_columns(pl.lit("given", pl.Utf8).alias("text_sha256"))
+    assert buildfolder.with_row_hashes("texts", texts).get_column("text_sha256").to_list() == ["given"] * 6
+    features = FEATURES.with_columns(pl.lit("given", pl.Utf8).alias("content_sha256"))
+    assert buildfolder.with_row_hashes("features", features).get_column("content_sha256").to_list() == ["given"] * 3
+    holder = tmp_path / "lock.json"
+    holder.write_text("{not json")
+    assert buildfolder._describe_holder(holder) == "holder unknown"
+    holder.write_text(json.dumps({"pid": 1, "host": "h", "started": "2020"}))
+    assert buildfolder._describe_holder(holder) == "pid 1 on h, started 2020"
+
+
+def test_a_previous_build_that_cannot_be_opened_is_noted_in_the_changes(built):
+    (built / "texts.parquet").unlink()
+    manifest = json.loads((make(built) / MANIFEST).read_text())
+    assert manifest["changes"] == {"previous": None, "note": f"the folder's previous build was not used for changes: {built / 'texts.parquet'}: does not match manifest.json (changed after the build?): missing"}
