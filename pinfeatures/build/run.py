@@ -330,12 +330,20 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _platform() -> str:
+    """platform.platform()'s answer without its `uname -p` subprocess (which platform.platform()
+    starts to fill `processor`): a fork of a build holding gigabytes, for a field we do not use."""
+    u = os.uname()
+    lib, version = platform.libc_ver()
+    return "-".join([u.sysname, u.release, u.machine] + ([f"with-{lib}{version}"] if lib else []))
+
+
 def _manifest(cfg, fingerprints, valid, agg_stats, language_stats, caption_stats, features, texts, variants, counter_name, timings) -> dict[str, Any]:
     return {
         "pinfeatures_version": __version__,
         "config": cfg.to_dict(),
         "versions": _versions(),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "platform": _platform()},
         "inputs": fingerprints,
         "counts": valid.counts,
         "rejects": valid.reject_reasons,

@@ -188,3 +188,21 @@ def test_precomputed_captions_by_pin_and_by_image_sha256(tmp_path):
             assert "ok" in statuses and "precomputed" not in statuses and "skipped" not in statuses
         assert manifest["caption"]["precomputed"] == 1 + len(sharing)
         assert manifest["counts"]["captions"] == {"read": 2, "valid": 2, "rejected": 0}
+
+
+def test_manifest_platform_starts_no_subprocess(monkeypatch):
+    """platform.platform() runs `uname -p` in a subprocess: a fork of a build holding gigabytes
+    (a sampled process tree counts the child's shared pages twice). The manifest's field is the
+    same string without it."""
+    import platform
+    import subprocess
+
+    from pinfeatures.build.run import _platform
+
+    expected = platform.platform()
+
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError(f"subprocess started: {args[0]!r}")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", no_subprocess)
+    assert _platform() == expected
