@@ -194,7 +194,8 @@ def _each_file(tf: TableFile, encoding: str, warnings: list[str]) -> Iterator[Ta
     """A table as read, one input file at a time (its reading warnings added to `warnings`).
 
     The next file is read in a thread while the caller validates this one: reading is mostly
-    Polars/Arrow work outside the GIL, so on two cores it overlaps; at most two files are held.
+    Polars/Arrow work outside the GIL, so on two cores it overlaps; with validate's two checks in
+    flight, at most three files are held.
     """
     def read(path: Path) -> Table:
         return read_located(TableFile(tf.name, tf.path, tf.format, [path]), encoding)
