@@ -291,3 +291,13 @@ def test_per_source_budget_boundaries():
         # 4 tokens end on a separator ("one | two |"): the dangling "|" goes with its space
         "queries": ("Searches: one | two", 6, True),
     }
+
+
+def test_the_list_separator_is_content_outside_lists():
+    # only list items lose the list separator, and only a list's cut drops one left dangling
+    cfg = BuildSettings(max_tokens_per_source={"title": 2, "description": 64, "caption": 64, "boards": 64, "queries": 64})
+    feats = features([{"pin_id": "p", "title": "Red | Blue sofa", "description": "Black | White", "caption": None, "boards": ["a | b"], "queries": []}])
+    assert render_values(feats, cfg).row(0, named=True) == {
+        "pin_id": "p", "title": "Red | Blue sofa", "description": "Black | White", "caption": None, "boards": "a b", "queries": None}
+    texts = assemble_texts(feats, ["title", "description"], cfg, COUNTER)
+    assert texts.get_column("text").to_list() == ["Title: Red |", "Description: Black | White"]
