@@ -1,15 +1,18 @@
-"""Column functions over chunks of a long column, side by side on Polars' threads.
+"""Work side by side on threads: chunks of a long column (`map_chunks`), and the items of a
+stream taken in order one ahead (`ordered_map`).
 
 Polars runs one string kernel (a regex count, a replace, NFKC) on one thread, and releases the
-GIL while it runs: a function made of such kernels, applied to the chunks of a column in a few
-Python threads, keeps every core busy. Only for functions whose answer for a value depends on
-that value alone, so the chunks' answers, put back together, are the whole column's.
+GIL while it runs (as does Arrow's file reading): a function made of such kernels, applied in a
+few Python threads, keeps every core busy. `map_chunks` is only for functions whose answer for a
+value depends on that value alone, so the chunks' answers, put back together, are the whole
+column's.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Iterable, Iterator
 
 import polars as pl
 
@@ -27,3 +30,19 @@ def map_chunks(values: pl.Series, fn: Callable[[pl.Series], pl.Series], min_chun
     with ThreadPoolExecutor(chunks) as pool:
         parts = list(pool.map(lambda start: fn(values.slice(start, size)), range(0, values.len(), size)))
     return pl.concat(parts)
+
+
+def ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], threads: int = 1) -> Iterator[Any]:
+    """fn(item) for each item, yielded in the items' order, computed on `threads` threads one item
+    ahead: the next item is handed to a thread before a result is yielded, so it is worked on
+    while the caller uses the result. At most two items are in flight (the caller's memory is a
+    few items, not the stream); with two threads, both run while the caller takes a result.
+    """
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        pending: deque[Future[Any]] = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > 1:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()

@@ -35,6 +35,7 @@ from pinfeatures.build.validate import validate_tables, withhold_unkept_queries
 from pinfeatures.buildfolder import BuildWriter, TextLayout, coverage_stats, language_counts, token_stats
 from pinfeatures.build.settings import BuildSettings
 from pinfeatures.report.settings import ReportSettings
+from pinfeatures.chunks import ordered_map
 from pinfeatures.contracts import SOURCES, expand, ladder
 from pinfeatures.errors import ConfigError
 from pinfeatures.extras import require
@@ -193,20 +194,16 @@ def _timed(progress: Progress, stage: str, what: str, fn: Callable[..., Any], *a
 def _each_file(tf: TableFile, encoding: str, warnings: list[str]) -> Iterator[Table]:
     """A table as read, one input file at a time (its reading warnings added to `warnings`).
 
-    The next file is read in a thread while the caller validates this one: reading is mostly
-    Polars/Arrow work outside the GIL, so on two cores it overlaps; with validate's two checks in
-    flight, at most three files are held.
+    The next file is read in a thread while the caller validates this one (`ordered_map`): reading
+    is mostly Polars/Arrow work outside the GIL, so on two cores it overlaps; with validate's two
+    checks in flight, at most three files are held.
     """
     def read(path: Path) -> Table:
         return read_located(TableFile(tf.name, tf.path, tf.format, [path]), encoding)
 
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(read, tf.files[0]) if tf.files else None
-        for following in [*tf.files[1:], None]:
-            table = pending.result()
-            pending = pool.submit(read, following) if following is not None else None
-            warnings += table.warnings
-            yield table
+    for table in ordered_map(read, tf.files):
+        warnings += table.warnings
+        yield table
 
 
 def memory_fields(cfg: BuildSettings, workers: int, shards: list[dict[str, Any]]) -> dict[str, Any]:

@@ -31,16 +31,15 @@ Reasons, checked in this order (a row gets the first that applies):
 from __future__ import annotations
 
 import json
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import polars as pl
 
 from pinfeatures.build.aggregate import has_user_ids
 from pinfeatures.build.read import ROW_COLS, Table
 from pinfeatures.build.scrub import update_where, normalize_phrases
+from pinfeatures.chunks import ordered_map
 from pinfeatures.contracts import ACTIONS, REJECT_SCHEMA, empty_rejects
 
 MAX_RECORD_CHARS = 20_000
@@ -252,7 +251,9 @@ def validate_tables(
     for name, check in checks.items():
         if name in streamed:
             bad_parts, n_valid[name], read[name] = [], 0, 0
-            for table, (rows, bad) in _in_order(lambda t, check=check: (t, check(_canonical_users(t))), streamed[name]):
+            # two files are checked at once (Polars kernels release the GIL), the results in file order
+            files = ordered_map(lambda t, check=check: (t, check(_canonical_users(t))), streamed[name], threads=min(2, pl.thread_pool_size()))
+            for table, (rows, bad) in files:
                 read[name] += table.frame.height + table.unparsed.height
                 rejects.append(safe_unparsed(name, table.unparsed))
                 bad_parts.append(bad)
@@ -288,21 +289,6 @@ def validate_tables(
         by_reason = rejects_df.filter(pl.col("table") == name).group_by("reason").len().sort("reason")
         reasons[name] = {r: int(n) for r, n in by_reason.iter_rows()}
     return ValidTables(pins, boards, valid_frames["saves"], valid_frames["engagements"], captions, rejects_df, counts, reasons, users_seen)
-
-
-def _in_order(fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
-    """fn over items on up to two threads (fewer when Polars has fewer), the results in the
-    items' order, at most that many items in flight (a streamed table's files: memory stays
-    bounded). The checks are Polars kernels, which release the GIL: two files are checked at once."""
-    workers = min(2, pl.thread_pool_size())
-    with ThreadPoolExecutor(workers) as pool:
-        pending: deque[Future[Any]] = deque()
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
 
 
 def _valid_pins(table: Table) -> tuple[pl.DataFrame, pl.DataFrame]:
