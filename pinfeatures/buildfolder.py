@@ -245,13 +245,12 @@ def _sql_column(frame: pl.DataFrame, view: str, sql_name: str) -> pl.Series:
     """Run sql/<sql_name>.sql over `frame` registered as `view`: one column back, in row order."""
     import duckdb
 
-    from pinfeatures.sqlrun import load_sql
+    from pinfeatures.sqlrun import duckdb_arrow, load_sql
 
     # a connection of its own: sqlrun.connect drops insertion order, these hashes must keep it
     con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
     try:
-        # string views as Polars holds them: the default (large_string) would copy every text once more
-        con.register(view, frame.to_arrow(compat_level=pl.CompatLevel.newest()))
+        con.register(view, duckdb_arrow(frame))
         return con.sql(load_sql(sql_name)).pl().to_series()
     finally:
         con.close()

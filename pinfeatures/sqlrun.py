@@ -68,6 +68,13 @@ def connect(threads: int | None = None, memory_limit: int | None = None, temp_di
     return con
 
 
+def duckdb_arrow(frame: pl.DataFrame) -> pa.Table:
+    """A frame as Arrow for DuckDB to scan, without copying its strings: Polars keeps them as
+    string views, which DuckDB reads as they are; the default (large_string) would copy every
+    string once more."""
+    return frame.to_arrow(compat_level=pl.CompatLevel.newest())
+
+
 def run_sql(con: duckdb.DuckDBPyConnection, name: str, params: Mapping[str, Any] | None = None) -> "duckdb.DuckDBPyRelation | None":
     """Run sql/<name>.sql with named parameters ($name); a SELECT returns a relation (`.pl()`, `.fetchone()`)."""
     result = None

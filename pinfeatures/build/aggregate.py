@@ -26,7 +26,7 @@ import polars as pl
 from pinfeatures.build.scrub import normalize_phrases
 from pinfeatures.errors import ConfigError, InputError
 from pinfeatures.progress import warn
-from pinfeatures.sqlrun import connect, run_sql
+from pinfeatures.sqlrun import connect, duckdb_arrow, run_sql
 
 
 @dataclass
@@ -90,12 +90,6 @@ class ParquetSink:
         path.parent.mkdir(parents=True, exist_ok=True)
         sql_table(name, rows).write_parquet(path, **WORK_PARQUET)
         files.append(path)
-
-
-def _arrow(frame: pl.DataFrame) -> Any:
-    """The frame as Arrow without copying its strings: Polars keeps them as string views, which
-    DuckDB scans as they are; the default (large_string) would copy every string once more."""
-    return frame.to_arrow(compat_level=pl.CompatLevel.newest())
 
 
 def aggregate(
@@ -197,7 +191,7 @@ def board_titles(saves: pl.DataFrame | Sequence[Path], boards: pl.DataFrame, *, 
 def _register_input(con: Any, name: str, table: pl.DataFrame | Sequence[Path]) -> None:
     """Input table `name` for the SQL: a frame's `sql_table` columns, or a view over Parquet files of them."""
     if isinstance(table, pl.DataFrame):
-        con.register(name, _arrow(sql_table(name, table)))
+        con.register(name, duckdb_arrow(sql_table(name, table)))
     else:
         con.execute(f"CREATE TEMP VIEW {name} AS SELECT * FROM read_parquet({_sql_list([str(p) for p in table])})")
 
@@ -205,7 +199,7 @@ def _register_input(con: Any, name: str, table: pl.DataFrame | Sequence[Path]) -
 def _register_query_norm(con: Any) -> None:
     """query_norm(raw_query, query): sql/query_norm.sql's distinct raw queries, normalised in one call."""
     raw = run_sql(con, "query_norm").pl()
-    con.register("query_norm_frame", _arrow(raw.with_columns(normalize_phrases(raw.get_column("raw_query")).alias("query"))))
+    con.register("query_norm_frame", duckdb_arrow(raw.with_columns(normalize_phrases(raw.get_column("raw_query")).alias("query"))))
     # a table of DuckDB's own (under its memory limit, spillable): the frame is freed at once
     # instead of staying in Python beside DuckDB's join on it (millions of strings at a long tail)
     con.execute("CREATE TEMP TABLE query_norm AS SELECT * FROM query_norm_frame")
