@@ -135,6 +135,9 @@ TAG_PATTERN = r"<[a-zA-Z!/?][^<>]{0,1000}>"
 # (ZWJ/ZWNJ stay: Persian and Indic scripts need them).
 CONTROL_PATTERN = r"[\x00-\x1f\x7f-\x9f]"
 INVISIBLE_PATTERN = "[\u200b\u202a-\u202e\u2066-\u2069\ufeff\u2028\u2029]"
+# Text that "whitespace runs to one space, then strip" leaves as it is has none of these: no run,
+# no whitespace but ' ', none at either end (a cheap test, so only the others are rewritten).
+UNTIDY_SPACE_PATTERN = r"\s\s|[^\S ]|^\s|\s$"
 _TAG_RE = re.compile(TAG_PATTERN)
 _CONTROL_RE = re.compile(CONTROL_PATTERN)
 _INVISIBLE_RE = re.compile(INVISIBLE_PATTERN)
@@ -296,7 +299,7 @@ def _normalize_chunk(raw: pl.Series, max_chars: int) -> pl.Series:
     current = update_where(current, current.str.contains("<", literal=True), lambda s: s.str.replace_all(TAG_PATTERN, " "))
     # "[<>\s]+ to one space, strip" changes only strings with one of these
     current = update_where(
-        current, current.str.contains(r"[<>]|\s\s|[^\S ]|^\s|\s$"), lambda s: s.str.replace_all(r"[<>\s]+", " ").str.strip_chars()
+        current, current.str.contains(f"[<>]|{UNTIDY_SPACE_PATTERN}"), lambda s: s.str.replace_all(r"[<>\s]+", " ").str.strip_chars()
     )
     current = update_where(
         current, current.str.len_chars() > max_chars, lambda s: pl.DataFrame({"text": s}).select(_cap_words(pl.col("text"), max_chars)).get_column("text")

@@ -17,7 +17,7 @@ import html
 
 import polars as pl
 
-from pinfeatures.build.scrub import CONTROL_PATTERN, INVISIBLE_PATTERN, MAX_CLEAN_PASSES, TAG_PATTERN, update_where
+from pinfeatures.build.scrub import CONTROL_PATTERN, INVISIBLE_PATTERN, MAX_CLEAN_PASSES, TAG_PATTERN, UNTIDY_SPACE_PATTERN, update_where
 
 
 def _unescape(series: pl.Series) -> pl.Series:
@@ -32,8 +32,6 @@ def _unescape(series: pl.Series) -> pl.Series:
 
 # a value with none of these is left as it is by the invisible and control steps
 _INVISIBLE_OR_CONTROL = "[" + INVISIBLE_PATTERN[1:-1] + CONTROL_PATTERN[1:-1] + "]"
-# ... and by "whitespace runs to one space, strip": no run, no whitespace but ' ', none at either end
-_UNTIDY_SPACE = r"\s\s|[^\S ]|^\s|\s$"
 
 
 def _clean_pass(series: pl.Series) -> pl.Series:
@@ -45,7 +43,7 @@ def _clean_pass(series: pl.Series) -> pl.Series:
         current, current.str.contains(_INVISIBLE_OR_CONTROL),
         lambda s: s.str.replace_all(INVISIBLE_PATTERN, "").str.replace_all(CONTROL_PATTERN, " "),
     )
-    return update_where(current, current.str.contains(_UNTIDY_SPACE), lambda s: s.str.replace_all(r"\s+", " ").str.strip_chars())
+    return update_where(current, current.str.contains(UNTIDY_SPACE_PATTERN), lambda s: s.str.replace_all(r"\s+", " ").str.strip_chars())
 
 
 def _clean_until_stable(series: pl.Series) -> pl.Series:
