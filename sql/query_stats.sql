@@ -1,11 +1,11 @@
 -- Privacy and scrubbing counts for the manifest.
 --
--- In:   query_norm (with each raw query's events), query_pairs.
+-- In:   query_norm (with each raw query's events; qid NULL: nothing left after scrubbing), query_pairs.
 -- Out:  one row: events_query_scrubbed_empty (events dropped because the query was nothing but
 --       an e-mail, phone number or URL), query_pin_pairs (pairs with a non-empty query),
 --       query_pin_pairs_kept (pairs past the privacy threshold), impression_only_pairs.
 SELECT
-    (SELECT coalesce(sum(events), 0) FROM query_norm WHERE query = '') AS events_query_scrubbed_empty,
+    (SELECT coalesce(sum(events), 0) FROM query_norm WHERE raw_query IS NOT NULL AND qid IS NULL) AS events_query_scrubbed_empty,
     (SELECT count(*) FROM query_pairs) AS query_pin_pairs,
     (SELECT count(*) FROM query_pairs WHERE kept) AS query_pin_pairs_kept,
     (SELECT count(*) FROM query_pairs WHERE engaged_events = 0) AS impression_only_pairs

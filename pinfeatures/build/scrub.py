@@ -211,7 +211,10 @@ def _fold_many(raw: pl.Series, max_chars: int, fast_min_strings: int = FAST_FOLD
     """
     short = (raw.str.len_chars() <= 64).fill_null(False)
     ascii_only = short & raw.str.contains(r"^[\x00-\x25\x27-\x7f]*$").fill_null(False)
-    folded = update_where(raw, ascii_only, lambda s: s.str.replace_all(r"[\x00-\x1f\x7f]", " ").str.to_lowercase())
+    # of those, only text with a capital or a control character changes (most queries have
+    # neither: rewriting them all cost more than the test)
+    changing = ascii_only & raw.str.contains(r"[A-Z\x00-\x1f\x7f]").fill_null(False)
+    folded = update_where(raw, changing, lambda s: s.str.replace_all(r"[\x00-\x1f\x7f]", " ").str.to_lowercase())
     rest = ~ascii_only & raw.is_not_null()
     if (rest & short).sum() >= fast_min_strings:  # only short text can take the second path
         agreed = rest & short & raw.str.contains(f"^[{_fast_fold_class()}]*$").fill_null(False)
