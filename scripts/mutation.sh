@@ -88,7 +88,7 @@ cat > "$WORK/hand_mutants.txt" <<'EOF'
 sql/query_pairs.sql|ELSE p.engaged_events END) >= $min_users|ELSE p.engaged_events END) > $min_users|SQL
 sql/query_pairs.sql|p.engaged_events > 0|p.engaged_events >= 0|SQL
 sql/query_pairs.sql|coalesce(u.users, 0) ELSE p.engaged_events|p.events ELSE p.engaged_events|SQL
-sql/query_pairs.sql|WHERE n.query <> ''|WHERE true|SQL
+sql/query_pairs.sql|WHERE n.qid IS NOT NULL|WHERE true|SQL
 sql/query_pairs.sql|WHERE engaged AND user_id IS NOT NULL;|WHERE user_id IS NOT NULL;|SQL
 sql/query_pairs.sql|ORDER BY events DESC, country ASC|ORDER BY events DESC, country DESC|SQL
 sql/top_queries.sql|ORDER BY score DESC, query ASC|ORDER BY score DESC, query DESC|SQL
