@@ -1,4 +1,4 @@
-"""DuckDB plumbing: find the SQL files, open an in-process connection with our UDFs, run a file.
+"""DuckDB plumbing: find the SQL files, open an in-process connection, run a file.
 
 The SQL lives in `sql/*.sql` (a top-level folder in a checkout, `pinfeatures/sql/` in the wheel).
 Connections never download extensions: only what the wheel ships (core, parquet, json, icu).
@@ -13,8 +13,6 @@ from typing import Any, Mapping
 import duckdb
 import polars as pl
 import pyarrow as pa
-
-from pinfeatures.build.scrub import normalize_phrases
 
 
 @lru_cache(maxsize=1)
@@ -32,13 +30,9 @@ def load_sql(name: str) -> str:
     return (sql_dir() / f"{name}.sql").read_text(encoding="utf-8")
 
 
-def _normalize_phrase_arrow(values: pa.Array) -> pa.Array:
-    # one vectorised call per chunk DuckDB hands over (the SQL calls it on DISTINCT values)
-    return normalize_phrases(pl.from_arrow(values)).to_arrow().cast(pa.string())
-
-
 def connect(threads: int | None = None, memory_limit: int | None = None, temp_directory: str | Path | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with `normalize_phrase(VARCHAR) -> VARCHAR` registered.
+    """An in-memory DuckDB connection (text is normalised in Python before it reaches the SQL:
+    pinfeatures.build.scrub.normalize_phrases, one vectorised call per column).
 
     `memory_limit` (bytes): what DuckDB may hold before it spills to `temp_directory` (DuckDB's
     default is 80% of the machine's memory, so it would grow rather than spill).
@@ -56,15 +50,6 @@ def connect(threads: int | None = None, memory_limit: int | None = None, temp_di
     # dropping it lets DuckDB stream large aggregations with less memory.
     con.execute("SET preserve_insertion_order = false")
     con.execute("SET enable_progress_bar = false")
-    con.create_function(
-        "normalize_phrase",
-        _normalize_phrase_arrow,
-        [duckdb.sqltype("VARCHAR")],
-        duckdb.sqltype("VARCHAR"),
-        type="arrow",
-        null_handling="special",
-        side_effects=False,
-    )
     return con
 
 

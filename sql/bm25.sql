@@ -1,12 +1,12 @@
--- BM25 scores of (query, pin) pairs, one corpus per variant. Used by pinfeatures/lexical.py.
+-- BM25 scores of (query, pin) pairs, one corpus per variant. Used by pinfeatures/evaluate/lexical.py.
 --
--- Inputs (registered by lexical.bm25_scores):
---   docs(variant, pin_id, tokens VARCHAR[])   every non-empty text of the variant: the corpus
---   queries(query, tokens VARCHAR[])          tokenised the same way as the texts
---   pairs(pair_id, variant, query, pin_id)    the pairs to score
--- Parameters: $k1, $b.
--- Output: pair_id, score (DOUBLE); 0 for a pair whose text shares no term with the query,
--- NULL when the pin has no (non-empty) text in that variant.
+-- In:   (registered by lexical.bm25_scores)
+--       docs(variant, pin_id, tokens VARCHAR[])   every non-empty text of the variant: the corpus
+--       queries(query, tokens VARCHAR[])          tokenised the same way as the texts
+--       pairs(pair_id, variant, query, pin_id)    the pairs to score
+-- Params: $k1, $b.
+-- Out:  pair_id, score (DOUBLE); 0 for a pair whose text shares no term with the query,
+--       NULL when the pin has no (non-empty) text in that variant.
 --
 -- score(q, d) = sum over query tokens t (repeats count) of
 --     idf(t) * tf(t, d) * (k1 + 1) / (tf(t, d) + k1 * (1 - b + b * |d| / avgdl))

@@ -183,6 +183,10 @@ def board_titles(saves: pl.DataFrame | Sequence[Path], boards: pl.DataFrame, *, 
     with _bounded_connection(threads, memory_limit, temp_directory) as con:
         _register_input(con, "saves", saves)
         _register_input(con, "boards", boards)
+        # each distinct raw title normalised in one vectorised call: the SQL UDF did it one
+        # string per call (0.7 s for 1,124 titles)
+        raw_titles = sql_table("boards", boards).select(pl.col("title").drop_nulls().unique().alias("raw_title"))
+        con.register("title_norm", duckdb_arrow(raw_titles.with_columns(normalize_phrases(raw_titles.get_column("raw_title")).alias("title"))))
         pin_boards = run_sql(con, "board_titles", {"top_k": top_k}).pl()
         memory = memory_stats(con, temp_directory)
     return pin_boards.with_columns(pl.col("boards").cast(pl.List(pl.Utf8))), memory
