@@ -210,7 +210,10 @@ def test_raw_text_is_cut_before_nfkc():
 
 # Characters where Python's case folding and Polars' lower casing part ways, or NFKC makes one of
 # them; the column fold must send them to the one-string `_fold`.
-FOLD_EDGES = ["ß", "ẞ", "ǰ", "ͅ", "ΐ", "ς", "Σ", "ΟΔΟΣ", "ϲ", "Ϲ", "ϹΑ", "Ꭰ", "ꭰ", "İ", "ﬁ", "ﬆ", "＆lt;", "﹠", "ｃａｋｅ", "①", "٣", "\u200b", "\x85", "\U0001f600", "\U000e0001", "㍿", "e\u0301", "ＡＢＣ"]
+FOLD_EDGES = ["ß", "ẞ", "ǰ", "ͅ", "ΐ", "ς", "Σ", "ΟΔΟΣ", "ϲ", "Ϲ", "ϹΑ", "Ꭰ", "ꭰ", "İ", "ﬁ", "ﬆ", "＆lt;", "﹠", "ｃａｋｅ", "①", "٣", "\u200b", "\x85", "\U0001f600", "\U000e0001", "㍿", "e\u0301", "ＡＢＣ",
+              # characters that are their own fold alone but combine with a neighbour: Hangul jamo
+              # (L + V, LV + T), a nukta, an Indic two-part vowel, a combining mark after a letter
+              "\u1100", "\u1161", "가", "\u11a8", "क", "\u093c", "\u0b47", "\u0b3e", "\u0301", "ü", "쉬운", "\U00030000", "\U0002a6d6"]
 
 
 @settings(max_examples=300, deadline=None)
@@ -219,6 +222,32 @@ def test_column_fold_equals_the_one_string_fold(values):
     # fast_min_strings=0: the Polars paths (ASCII and the agreed characters) are taken for any input
     folded = _fold_many(pl.Series("text", values, dtype=pl.Utf8), MAX_PHRASE_CHARS, fast_min_strings=0)
     assert folded.to_list() == [_fold(v, MAX_PHRASE_CHARS) for v in values]
+
+
+def test_the_folded_class_holds_only_characters_that_fold_to_themselves():
+    """Every character of `_folded_class` is its own `_fold`, and so is any text of them (checked
+    on the characters that could combine if the class let them in: their neighbours are here)."""
+    from pinfeatures.build.scrub import _folded_class
+
+    pattern = f"^[{_folded_class()}]*$"  # Rust regex syntax (\\x{...}): matched by Polars, as _fold_many does
+    every = pl.Series([chr(cp) for cp in range(0x20, 0x30000) if not 0xD800 <= cp < 0xE000], dtype=pl.Utf8)
+    members = every.filter(every.str.contains(pattern)).to_list()
+    assert [c for c in members if _fold(c, MAX_PHRASE_CHARS) != c] == []
+    assert len(members) > 100_000  # most scripts' letters: Latin with accents, Cyrillic, CJK, Hangul syllables, Arabic
+
+    def inside(text: str) -> bool:
+        return pl.Series([text]).str.contains(pattern)[0]
+
+    for outside in ("A", "&", "\x00", "\u0301", "\u0591", "\u05b0", "\u093c", "\u0b3e", "\u1161", "\u11a8", "ß", "ς", "\u200b", "٣", "\U00030000"):
+        assert not inside(outside), ascii(outside)
+    for letter in ("a", " ", "é", "ü", "가", "쉬", "क", "ж", "中", "ا"):
+        assert inside(letter), letter
+    texts = ["쉬운 러닝화 2024", "vestido de verão", "grüner smoothie", "أفكار ديكور", "中文 tutorial", "идеи для дома"]
+    assert all(inside(t) and _fold(t, MAX_PHRASE_CHARS) == t for t in texts)
+    # composed, or (two Hebrew marks out of canonical order) reordered: not their own fold
+    combining = ["가\u11a8", "\u1100\u1161", "e\u0301", "\u05d0\u0591\u05b0"]
+    folded = _fold_many(pl.Series("text", texts + combining, dtype=pl.Utf8), MAX_PHRASE_CHARS, fast_min_strings=0)
+    assert folded.to_list() == texts + ["각", "가", "é", "\u05d0\u05b0\u0591"]
 
 
 def test_column_fold_sends_disagreeing_characters_to_python():
