@@ -195,6 +195,10 @@ def _fold(text: str, max_chars: int) -> str:
 FAST_FOLD_MIN_STRINGS = 20_000
 """Below this many short non-ASCII strings, `_fold_many` folds them one by one: the character
 table of the fast path takes ~0.5 s to build, more than folding that many strings in Python."""
+AGREED_FOLD_FACTOR = 4
+"""The agreed-characters path (`_fast_fold_class`, ~0.25 s to build once `_folded_class` has
+built the fold table) is taken for at least this many times FAST_FOLD_MIN_STRINGS strings left
+after the already-folded ones: Python folds ~60k short strings in that time."""
 
 
 def _fold_many(raw: pl.Series, max_chars: int, fast_min_strings: int = FAST_FOLD_MIN_STRINGS) -> pl.Series:
@@ -222,6 +226,7 @@ def _fold_many(raw: pl.Series, max_chars: int, fast_min_strings: int = FAST_FOLD
         candidates = (rest & short).arg_true()
         already = raw.gather(candidates).str.contains(f"^[{_folded_class()}]*$").fill_null(False)
         rest = rest.scatter(candidates.filter(already), False)
+    if (rest & short).sum() >= AGREED_FOLD_FACTOR * fast_min_strings:
         agreed = rest & short & raw.str.contains(f"^[{_fast_fold_class()}]*$").fill_null(False)
         folded = update_where(folded, agreed, lambda s: s.str.replace_all(r"[\x00-\x1f\x7f]", " ").str.normalize("NFKC").str.to_lowercase())
         rest = rest & ~agreed
