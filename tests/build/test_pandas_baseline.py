@@ -283,6 +283,12 @@ def test_bench_build_end_to_end_agrees_with_build(tmp_path: Path) -> None:
     assert set(res["goals"]) == {"whole_under_50_s", "whole_peak_under_4_gib", "sharded_workers_under_1_5_gib",
                                  "aggregate_within_3x_of_floor", "aggregate_10x_faster_than_pandas"}
     assert "ray" not in res
+    # the aggregate stage alone works on the same validated rows: the same pins get boards and queries
+    alone = res["aggregate_alone"]
+    assert alone["pins_with_boards"] == res["agreement"]["boards"]["pins_with_values_build"]
+    assert alone["pins_with_queries"] == res["agreement"]["queries"]["pins_with_values_build"]
+    assert alone["total_s"] > 0 and len(alone["spread_s"]) == 2
+    assert res["ratios"]["aggregate_alone_over_floor"] == pytest.approx(alone["total_s"] / res["floor"]["total_s"], rel=0.03)
 
 
 @pytest.mark.parametrize("name", ["input", "hostile"])
