@@ -5,11 +5,14 @@ real build, concurrent builds, change sets) is in tests/build/test_commit.py."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
 import socket
+
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -343,6 +346,56 @@ def test_token_stats():
     thirds = pl.DataFrame({"variant": ["t"] * 3, "text": ["a", "", ""], "n_tokens": [1, 0, 1], "truncated": [True, False, False]})
     assert buildfolder.token_stats(thirds.lazy(), ["t"])["t"] == {
         "texts": 3, "mean": 0.6667, "p50": 1.0, "p95": 1.0, "max": 1.0, "truncated_share": 0.3333, "empty_share": 0.6667}
+    # texts with no token counts (nothing to average): the statistics are null, not an error
+    uncounted = pl.DataFrame({"variant": ["t"], "text": [""], "n_tokens": [None], "truncated": [None]},
+                             schema={"variant": pl.Utf8, "text": pl.Utf8, "n_tokens": pl.Int64, "truncated": pl.Boolean})
+    assert buildfolder.token_stats(uncounted, ["t"]) == {
+        "t": {"texts": 1, "mean": None, "p50": None, "p95": None, "max": None, "truncated_share": None, "empty_share": 1.0}}
+
+
+@pytest.mark.skipif(not hasattr(os, "uname") or os.uname().sysname != "Linux", reason="renameat2 is Linux's")
+def test_exchange_swaps_two_folders_in_one_step(tmp_path, monkeypatch):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "x").write_text("was a")
+    (b / "x").write_text("was b")
+    assert buildfolder._exchange(a, b) is True
+    assert ((a / "x").read_text(), (b / "x").read_text()) == ("was b", "was a")
+    # paths relative to the working directory (an `--out` given as a relative path)
+    monkeypatch.chdir(tmp_path)
+    assert buildfolder._exchange(Path("a"), Path("b")) is True
+    assert ((a / "x").read_text(), (b / "x").read_text()) == ("was a", "was b")
+    # a failure other than "not supported" is an OSError with the call's own errno
+    with pytest.raises(OSError) as failed:
+        buildfolder._exchange(a, tmp_path / "missing")
+    assert failed.value.errno == errno.ENOENT
+    assert (a / "x").read_text() == "was a"
+
+
+def test_exchange_is_false_where_unsupported(monkeypatch, tmp_path):
+    """No renameat2 in the C library, or a kernel or file system without RENAME_EXCHANGE: False,
+    and the caller commits another way."""
+    import ctypes
+
+    class Unsupported:
+        def __init__(self, err: int):
+            self.err = err
+
+        def renameat2(self, *args):
+            ctypes.set_errno(self.err)
+            return -1
+
+    class NoSuchFunction:
+        def __getattr__(self, name):
+            raise AttributeError(name)
+
+    for lib in (Unsupported(errno.ENOSYS), Unsupported(errno.EINVAL), Unsupported(errno.EOPNOTSUPP), NoSuchFunction()):
+        monkeypatch.setattr(ctypes, "CDLL", lambda *args, lib=lib, **kwargs: lib)
+        assert buildfolder._exchange(tmp_path / "a", tmp_path / "b") is False
+    monkeypatch.setattr(ctypes, "CDLL", lambda *args, **kwargs: Unsupported(errno.EACCES))
+    with pytest.raises(OSError, match="renameat2"):
+        buildfolder._exchange(tmp_path / "a", tmp_path / "b")
 
 
 def test_text_layout_lines_and_parse():
