@@ -373,6 +373,14 @@ def test_exchange_swaps_two_folders_in_one_step(tmp_path, monkeypatch):
     assert (a / "x").read_text() == "was a"
 
 
+def test_json_files_are_indented_utf8_and_take_paths(tmp_path):
+    """manifest.json and the lock's holder file: two-space indents, non-ASCII as itself (not
+    \\u escapes), values JSON has no type for (a Path) written as their text."""
+    path = tmp_path / "m.json"
+    buildfolder._write_json(path, {"out": tmp_path / "café", "n": 1})
+    assert path.read_bytes().decode("utf-8") == '{\n  "out": "' + str(tmp_path / "café") + '",\n  "n": 1\n}\n'
+
+
 def test_exchange_is_false_where_unsupported(monkeypatch, tmp_path):
     """No renameat2 in the C library, or a kernel or file system without RENAME_EXCHANGE: False,
     and the caller commits another way."""
