@@ -101,10 +101,9 @@ class _Store:
             except ImportError:
                 raise ConfigError(f"cache: {text} is a URL; install fsspec (and its filesystem package) to use it") from None
             try:
-                self.fs, self.root = fsspec.core.url_to_fs(text)
+                self.fs, self.root = fsspec.core.url_to_fs(text)  # the root without a trailing '/'
             except (ImportError, ValueError) as exc:
                 raise ConfigError(f"cache: cannot open {text}: {exc}") from None
-            self.root = self.root.rstrip("/")
         self.shown = text
 
     def path(self, *parts: str) -> str:
@@ -122,7 +121,7 @@ class _Store:
             if self.local:
                 names = [e.name for e in os.scandir(folder) if e.is_file()]
             else:
-                names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(folder, detail=False)]
+                names = [p.rstrip("/").rpartition("/")[2] for p in self.fs.ls(folder, detail=False)]
         except FileNotFoundError:
             return []
         return sorted(n for n in names if not n.startswith("."))
@@ -521,16 +520,11 @@ class CaptionCache:
         old = os.path.join(self.store.root, OLD_CACHE_FILE)
         if not os.path.exists(old):
             return
-        queries = {
-            "captions": "SELECT sha256, fingerprint, caption, status, model, detail, created_at FROM captions",
-            "clip_scores": "SELECT sha256, fingerprint, clip_fp, score FROM clip_scores",
-            "fingerprints": "SELECT fingerprint, settings, created_at FROM fingerprints",
-            "file_hashes": "SELECT path, size, mtime_ns, sha256 FROM file_hashes",
-        }
         try:
             db = sqlite3.connect(f"file:{old}?mode=ro", uri=True)
-            try:
-                data = {name: db.execute(sql).fetchall() for name, sql in queries.items()}
+            try:  # the old tables have the parts' columns (fetches were not cached then)
+                data = {name: db.execute(f"SELECT {', '.join(TABLES[name][0])} FROM {name}").fetchall()
+                        for name in ("captions", "clip_scores", "fingerprints", "file_hashes")}
             finally:
                 db.close()
         except sqlite3.DatabaseError as exc:
@@ -559,8 +553,7 @@ def compact(location: str | Path) -> dict[str, int]:
         if len(parts) < 2:
             merged[name] = 0
             continue
-        fresh = _Table(store, name, schema, k)
-        fresh.append([key + row for key, row in table.rows.items()])
+        table.append([key + row for key, row in table.rows.items()])  # the merged part (not in `parts`)
         for part in parts:
             store.delete(f"{table.folder}/{part}")
         merged[name] = len(parts)
