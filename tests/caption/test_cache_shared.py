@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import http.server
 import io
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
 import textwrap
 import threading
+import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -21,7 +26,7 @@ from PIL import Image
 os.environ["HF_HUB_OFFLINE"] = "1"
 ROOT = Path(__file__).resolve().parents[2]
 
-from pinfeatures.caption.cache import CaptionCache, compact
+from pinfeatures.caption.cache import CachedCaption, CachedFetch, CaptionCache, _Store, compact
 from pinfeatures.caption.loop import caption_pins
 from pinfeatures.caption.settings import CaptionSettings
 from pinfeatures.errors import ConfigError
@@ -357,7 +362,12 @@ def test_breaking_a_stale_lease_loses_to_another_breaker(tmp_path):
     assert cache.claim(["s2"], FP) == set()
     # a stale lease broken by us alone: ours, and the tomb is gone
     path3 = _lease(tmp_path / "c", "s3", **stale)
+    moves = []
+    cache.store.rename = lambda src, dst: moves.append((src, dst)) or rename(src, dst)
     assert cache.claim(["s3"], FP) == {"s3"} and json.loads(path3.read_text())["owner"] == cache.owner
+    [(src, tomb)] = moves  # the tomb lies beside the lease
+    assert src.endswith("/s3") and os.path.dirname(tomb) == os.path.dirname(src) and os.path.basename(tomb).startswith(".stale-")
+    cache.store.rename = rename
     assert sorted(p.name for p in path.parent.iterdir()) == ["s1", "s3"]
     # a live lease released between our failed create and our look at it: taken at once
     path4 = _lease(tmp_path / "c", "s4", **fresh)
@@ -407,7 +417,7 @@ def test_compact_merges_a_table_of_two_parts_or_more_only(tmp_path):
 def test_a_damaged_part_is_a_config_error(tmp_path):
     (tmp_path / "c" / "captions").mkdir(parents=True)
     (tmp_path / "c" / "captions" / "0001-x.parquet").write_bytes(b"not parquet")
-    with pytest.raises(ConfigError, match="not a usable caption cache"):
+    with pytest.raises(ConfigError, match=f"cache: {re.escape(str(tmp_path / 'c'))} is not a usable caption cache"):
         CaptionCache(tmp_path / "c")
 
 
@@ -428,7 +438,8 @@ def test_blobs_are_checked_and_trimmed_oldest_first(tmp_path):
     assert cache.get_blob("0" * 64) is None
 
 
-def test_old_sqlite_cache_is_migrated(tmp_path):
+@pytest.mark.parametrize("as_url", [False, True], ids=["path", "file_url"])
+def test_old_sqlite_cache_is_migrated(tmp_path, as_url):
     folder = tmp_path / "c"
     folder.mkdir()
     db = sqlite3.connect(folder / "captions.sqlite")
@@ -442,7 +453,7 @@ def test_old_sqlite_cache_is_migrated(tmp_path):
     )
     db.commit()
     db.close()
-    cache = CaptionCache(folder)
+    cache = CaptionCache(f"file://{folder}" if as_url else folder)  # a file:// URL is a local folder
     assert cache.all_rows(FP) == [("s1", "a cat", "ok", 5.0)]
     assert cache.clip_score_rows() == [("s1", FP, "clip", 0.25)]
     assert not (folder / "captions.sqlite").exists() and (folder / "captions.sqlite.migrated").exists()
@@ -471,3 +482,196 @@ def test_cache_setting_keeps_urls_and_makes_paths_absolute():
     assert CaptionSettings(cache="rel/cache").cache == os.path.abspath("rel/cache")
     with pytest.raises(ConfigError, match="cache_lease_s"):
         CaptionSettings(cache_lease_s=0)
+
+
+# -- the store's edges: fsspec stores, odd files in the folder, exact values ---------------------
+
+
+@pytest.fixture
+def memory_url():
+    fsspec = pytest.importorskip("fsspec")
+    folder = f"/pinfeatures-{uuid.uuid4().hex}"
+    yield f"memory://{folder}"
+    fsspec.filesystem("memory").rm(folder, recursive=True)
+
+
+class _SpyFs:
+    """Wraps an fsspec filesystem, recording each call (name, *args); `exclusive=False` makes it a
+    store without conditional create (opening with 'x' is not implemented)."""
+
+    def __init__(self, fs, exclusive: bool = True):
+        self.fs, self.exclusive, self.calls = fs, exclusive, []
+
+    def __getattr__(self, name):
+        method = getattr(self.fs, name)
+
+        def call(*args, **kwargs):
+            self.calls.append((name, *args))
+            if name == "open" and "x" in args[1] and not self.exclusive:
+                raise NotImplementedError("no conditional create")
+            return method(*args, **kwargs)
+
+        return call
+
+
+def test_leases_and_blobs_on_an_fsspec_store(memory_url):
+    a, b = CaptionCache(memory_url), CaptionCache(memory_url)
+    fs = a.store.fs
+    a.store.fs = spy = _SpyFs(fs)
+    lease1, lease2 = a.store.path("leases", FP[:16], "s1"), a.store.path("leases", FP[:16], "s2")
+    assert a.claim(["s1"], FP) == {"s1"}
+    # created with an exclusive open, not the exists-then-write fallback
+    assert [c[:3] for c in spy.calls if c[0] in ("open", "pipe_file")] == [("open", lease1, "xb")]
+    a.release(["s1"], FP)  # deleted: another worker takes it at once
+    assert not fs.exists(lease1) and b.claim(["s1"], FP) == {"s1"}
+    # a stale lease (expired, another host) is renamed away and replaced, leaving no tomb
+    fs.pipe_file(lease2, json.dumps(dict(owner="gone", host="elsewhere.example", pid=1, expires=0.0)).encode())
+    assert a.claim(["s2"], FP) == {"s2"}
+    assert json.loads(fs.cat_file(lease2))["owner"] == a.owner
+    assert sorted(fs.ls(a.store.path("leases", FP[:16]), detail=False)) == [lease1, lease2]
+    # a blob is written once: a second put of the same sha256 leaves the first bytes
+    data = b"image bytes"
+    sha = hashlib.sha256(data).hexdigest()
+    a.put_blob(sha, data)
+    a.put_blob(sha, b"other bytes")
+    assert fs.cat_file(a.store.path("blobs", sha[:2], sha)) == data and b.get_blob(sha) == data
+
+
+def test_a_store_without_conditional_create_falls_back_to_exists_then_write(memory_url):
+    a, b = CaptionCache(memory_url), CaptionCache(memory_url)
+    a.store.fs, b.store.fs = _SpyFs(a.store.fs, exclusive=False), _SpyFs(b.store.fs, exclusive=False)
+    assert a.claim(["s1"], FP) == {"s1"}
+    assert b.claim(["s1"], FP) == set()  # the lease exists: not overwritten
+    lease = json.loads(a.store.fs.cat_file(a.store.path("leases", FP[:16], "s1")))
+    assert lease["owner"] == a.owner and lease["pid"] == os.getpid()
+
+
+def test_fsspec_listing_gives_names_without_folders_slashes_or_temporaries():
+    class Listing:
+        def ls(self, path, detail=True):
+            assert (path, detail) == ("bucket/c/captions", False)
+            return ["bucket/c/captions/2.parquet", "bucket/c/captions/sub/", "bucket/c/captions/.2.parquet.x.tmp",
+                    "bucket/c/captions/partX", "bucket/c/captions/1.parquet"]
+
+    store = _Store("memory://unused")
+    store.fs, store.root = Listing(), "bucket/c"
+    assert store.names(store.path("captions")) == ["1.parquet", "2.parquet", "partX", "sub"]
+
+
+def test_fsspec_file_times_from_each_stores_field():
+    infos = {
+        "bucket/c/blobs/aa/1": {"size": 10, "mtime": 5.5},  # local
+        "bucket/c/blobs/aa/2": {"size": 20, "LastModified": datetime.datetime(2026, 1, 2, tzinfo=datetime.timezone.utc)},  # S3
+        "bucket/c/blobs/bb/3": {"size": 30, "updated": 7},  # GCS
+        "bucket/c/blobs/bb/4": {"size": None},  # no time, no size: 0
+    }
+
+    class Finding:
+        def exists(self, path):
+            return path == "bucket/c/blobs"
+
+        def find(self, path, detail=False):
+            assert path == "bucket/c/blobs"
+            return dict(infos) if detail else list(infos)
+
+    store = _Store("memory://unused")
+    store.fs, store.root = Finding(), "bucket/c"
+    assert store.files_with_size_mtime(store.path("blobs")) == [
+        ("bucket/c/blobs/aa/1", 10, 5.5), ("bucket/c/blobs/aa/2", 20, 1767312000.0),
+        ("bucket/c/blobs/bb/3", 30, 7.0), ("bucket/c/blobs/bb/4", 0, 0.0)]
+    assert store.files_with_size_mtime(store.path("nothing")) == []
+
+
+def test_blob_listing_skips_temporaries_and_files_gone_meanwhile(tmp_path, monkeypatch):
+    cache = CaptionCache(tmp_path / "c")
+    folder = tmp_path / "c" / "blobs" / "ab"
+    folder.mkdir(parents=True)
+    for name in (".a.tmp", "b", "c", "d"):
+        (folder / name).write_bytes(b"x" * 10)
+    walk, stat = os.walk, os.stat
+    # listed in name order ('.a.tmp' first); 'b' is deleted between the listing and its stat
+    monkeypatch.setattr(os, "walk", lambda top: ((d, ds, sorted(fs)) for d, ds, fs in walk(top)))
+    monkeypatch.setattr(os, "stat", lambda p, *a, **kw: (_ for _ in ()).throw(FileNotFoundError(p)) if str(p).endswith("/b") else stat(p, *a, **kw))
+    found = cache.store.files_with_size_mtime(cache.store.path("blobs"))
+    monkeypatch.undo()
+    assert [(os.path.basename(p), size) for p, size, _ in found] == [("c", 10), ("d", 10)]
+
+
+def test_refresh_reads_each_new_part_once_and_skips_other_files(tmp_path):
+    a, b = CaptionCache(tmp_path / "c"), CaptionCache(tmp_path / "c")
+    a.put_many([("s1", FP, "one", "ok", "m", None)])
+    b.put_many([("s2", FP, "two", "ok", "m", None)])
+    (tmp_path / "c" / "captions" / "00000000000000000000-notes.txt").write_text("not a part")
+    parts = sorted(p.name for p in (tmp_path / "c" / "captions").glob("*.parquet"))
+    gone = "00000000000000000001-merged-away.parquet"  # listed, then deleted by compact() before the read
+    names, read, reads = a.store.names, a.store.read, []
+    a.store.names = lambda folder: sorted(names(folder) + [gone])
+    a.store.read = lambda path: reads.append(path.rsplit("/", 1)[1]) or read(path)
+    assert sorted(a.get_many(["s1", "s2"], FP)) == ["s1", "s2"]
+    assert reads == [gone, parts[1]]  # not the notes, not a's own part: b's part once
+    a.get_many(["s1"], FP)
+    assert reads == [gone, parts[1], gone]
+
+
+def test_records_come_back_exactly(tmp_path, monkeypatch):
+    monkeypatch.setattr(time, "time", lambda: 1234.5)
+    cache = CaptionCache(tmp_path / "c")
+    cache.put_many([("s1", FP, "one", "ok", "m", None)])
+    cache.put_fetches([("http://x/a.png", "ok", "ab" * 32, None, False)])
+    other = CaptionCache(tmp_path / "c")
+    assert other.get_many(["s1", "s2"], FP) == {"s1": CachedCaption("s1", "one", "ok", "m", None, 1234.5)}
+    assert other.get_fetches(["http://x/a.png"]) == {"http://x/a.png": CachedFetch("http://x/a.png", "ok", "ab" * 32, None, False)}
+    assert pl.read_parquet(tmp_path / "c" / "fetches" / "*.parquet")["fetched_at"].to_list() == [1234.5]
+    # a fingerprint's settings are kept once, whichever handle remembers it
+    cache.remember_fingerprint(FP, '{"a": 1}')
+    cache.remember_fingerprint(FP, '{"a": 1}')
+    CaptionCache(tmp_path / "c").remember_fingerprint(FP, '{"a": 1}')
+    assert pl.read_parquet(tmp_path / "c" / "fingerprints" / "*.parquet").rows() == [(FP, '{"a": 1}', 1234.5)]
+
+
+def test_file_hashes_are_exact_and_memoised_across_handles(tmp_path, monkeypatch):
+    import pinfeatures.caption.cache as cache_module
+
+    one, two = tmp_path / "w1.bin", tmp_path / "w2.bin"
+    one.write_bytes(b"weights one")
+    two.write_bytes(b"weights two")
+    for p in (one, two):
+        os.utime(p, ns=(10**18, 10**18))  # same size and mtime: only the path tells them apart
+    hashed, real = [], cache_module.sha256_of_file
+    monkeypatch.setattr(cache_module, "sha256_of_file", lambda p: hashed.append(p.name) or real(p))
+    a = CaptionCache(tmp_path / "c")
+    digests = [a.file_sha256(one), a.file_sha256(two), a.file_sha256(one), CaptionCache(tmp_path / "c").file_sha256(two)]
+    assert digests == [hashlib.sha256(b).hexdigest() for b in (b"weights one", b"weights two", b"weights one", b"weights two")]
+    assert hashed == ["w1.bin", "w2.bin"]  # once each
+    one.write_bytes(b"weights ONE")  # changed (new mtime): hashed again
+    assert a.file_sha256(one) == hashlib.sha256(b"weights ONE").hexdigest() and hashed == ["w1.bin", "w2.bin", "w1.bin"]
+
+
+def test_blob_bound_is_inclusive(tmp_path):
+    cache = CaptionCache(tmp_path / "c", blob_max_bytes=100)
+    blobs = [bytes([i]) * 100 for i in range(3)]  # each exactly the bound: kept
+    shas = [hashlib.sha256(b).hexdigest() for b in blobs]
+    for i, (sha, data) in enumerate(zip(shas, blobs)):
+        cache.put_blob(sha, data)
+        os.utime(tmp_path / "c" / "blobs" / sha[:2] / sha, (1000 + i, 1000 + i))
+    assert cache.trim_blobs() == 2  # 300 -> 100 bytes: at the bound, the newest stays
+    assert [cache.get_blob(s) for s in shas] == [None, None, blobs[2]]
+
+
+def test_a_lease_without_a_readable_expiry_is_stale_at_any_time(tmp_path):
+    cache = CaptionCache(tmp_path / "c")
+    cache.clock = lambda: 0.5  # earlier than any expiry a lease could hold
+    _lease(tmp_path / "c", "no_expiry", owner="x", host="elsewhere.example", pid=DEAD_PID)
+    _lease(tmp_path / "c", "half_written").write_text('{"owner": ')
+    assert cache.claim(["no_expiry", "half_written"], FP) == {"no_expiry", "half_written"}
+
+
+def test_close_releases_only_the_leases_still_held(tmp_path):
+    cache = CaptionCache(tmp_path / "c")
+    cache.release(["s9"], "another fingerprint")  # never claimed: nothing to do
+    assert cache.claim(["s1", "s2"], FP) == {"s1", "s2"}
+    cache.release(["s1"], FP)
+    read, reads = cache.store.read, []
+    cache.store.read = lambda path: reads.append(path.rsplit("/", 1)[1]) or read(path)
+    cache.close()
+    assert reads == ["s2"] and not (tmp_path / "c" / "leases" / FP[:16] / "s2").exists()
