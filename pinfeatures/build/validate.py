@@ -67,10 +67,15 @@ class ValidTables:
     """Whether some valid engagement has a user id (the privacy threshold can count users)."""
 
 
+def _present(col: str) -> pl.Expr:
+    """Holds a non-space character (null stays null): one regex test that stops at the first,
+    where stripping would copy every value."""
+    return pl.col(col).cast(pl.Utf8).str.contains(r"\S")
+
+
 def _blank(col: str) -> pl.Expr:
-    """Empty or whitespace only (null stays null): no non-space character, one regex test that
-    stops at the first, where stripping would copy every value."""
-    return ~pl.col(col).cast(pl.Utf8).str.contains(r"\S")
+    """Empty or whitespace only (null stays null)."""
+    return ~_present(col)
 
 
 @dataclass(frozen=True)
@@ -83,16 +88,16 @@ class Check:
     column: str
 
 
-def _split(table: Table, checks: Sequence[Check], detail: pl.Expr | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Split a table by ordered `checks` into (valid rows, rejected rows with `_reason`,
-    `_column`, `_detail`: `_to_rejects` makes them reject records).
+def _split(frame: pl.DataFrame, checks: Sequence[Check], detail: pl.Expr = pl.lit(None)) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split a table's frame (with `_file`, `_row`) by ordered `checks` into (valid rows,
+    rejected rows with `_reason`, `_column`, `_detail`: `_to_rejects` makes them reject records;
+    `_to_rejects` casts `_detail` to text, so the default null needs no type).
 
     Every check runs once over every row, all in one select (Polars runs them side by side); the
     first failed check of a row, and `detail`, are worked out for the rejected rows only. Most
     rows fail none, and with no rejected row the valid rows are the table itself, not a filtered
     copy of it.
     """
-    frame = table.frame
     failed = frame.select([c.failed.fill_null(False).alias(f"_check{i}") for i, c in enumerate(checks)])
     rejected = failed.select(pl.any_horizontal(pl.all())).to_series()
     reason: Any = pl
@@ -101,14 +106,12 @@ def _split(table: Table, checks: Sequence[Check], detail: pl.Expr | None = None)
         reason = reason.when(pl.col(f"_check{i}")).then(pl.lit(c.reason))
         column = column.when(pl.col(f"_check{i}")).then(pl.lit(c.column))
     if not rejected.any():
-        # no rows, but the table's columns (_to_rejects lays records out by them)
-        return frame.drop(*ROW_COLS), frame.head(0).with_columns(
-            pl.lit(None, pl.Utf8).alias("_reason"), pl.lit(None, pl.Utf8).alias("_column"), pl.lit(None, pl.Utf8).alias("_detail")
-        )
+        # no rows, but the table's columns (a streamed table's records are laid out by every file's
+        # columns); no `_reason`..: `_to_rejects` reads them only from rows
+        return frame.drop(*ROW_COLS), frame.head(0)
+    # every rejected row failed some check, so the when/then chains need no `otherwise`
     bad = pl.concat([frame.filter(rejected), failed.filter(rejected)], how="horizontal").with_columns(
-        reason.otherwise(pl.lit(None, pl.Utf8)).alias("_reason"),
-        column.otherwise(pl.lit(None, pl.Utf8)).alias("_column"),
-        (detail if detail is not None else pl.lit(None, pl.Utf8)).alias("_detail"),
+        reason.alias("_reason"), column.alias("_column"), detail.alias("_detail")
     )
     return frame.filter(~rejected).drop(*ROW_COLS), bad.drop(failed.columns)
 
@@ -117,7 +120,7 @@ def canonical_user_id(col: pl.Expr) -> pl.Expr:
     """Stripped; `7.0` -> `7`; empty or blank -> null (see the module docstring)."""
     # one replace that changes only the matching values (a when/then would compute both sides for every row)
     text = col.cast(pl.Utf8).str.strip_chars().str.replace(r"^([+-]?[0-9]+)\.0*$", "${1}")
-    return pl.when(text.str.len_chars() > 0).then(text).otherwise(pl.lit(None, pl.Utf8))
+    return pl.when(text.str.len_chars() > 0).then(text)  # otherwise null
 
 
 def _scrub_values(values: pl.Series) -> pl.Series:
@@ -209,11 +212,10 @@ def canonical_user_ids(values: pl.Series) -> pl.Series:
     return update_where(values, may_change, lambda ids: pl.select(canonical_user_id(pl.lit(ids))).to_series())
 
 
-def _canonical_users(table: Table) -> Table:
-    if table.name not in USER_TABLES or "user_id" not in table.frame.columns:
-        return table
-    frame = table.frame.with_columns(canonical_user_ids(table.frame.get_column("user_id")).alias("user_id"))
-    return Table(table.name, table.source, frame, table.unparsed)
+def _canonical_users(name: str, frame: pl.DataFrame) -> pl.DataFrame:
+    if name not in USER_TABLES or "user_id" not in frame.columns:
+        return frame
+    return frame.with_columns(canonical_user_ids(frame.get_column("user_id")).alias("user_id"))
 
 
 def validate_tables(
@@ -234,11 +236,11 @@ def validate_tables(
     streamed = dict(streamed or {})
     rejects: list[pl.DataFrame] = [safe_unparsed(name, t.unparsed) for name, t in tables.items()]
     read = {name: t.frame.height + t.unparsed.height for name, t in tables.items()}
-    tables = {name: _canonical_users(t) for name, t in tables.items()}
+    frames = {name: _canonical_users(name, t.frame) for name, t in tables.items()}
 
-    pins, bad = _valid_pins(tables["pins"])
+    pins, bad = _valid_pins(frames["pins"])
     rejects.append(_to_rejects("pins", bad))
-    boards, bad = _valid_boards(tables["boards"])
+    boards, bad = _valid_boards(frames["boards"])
     rejects.append(_to_rejects("boards", bad))
     pin_ids, board_ids = pins.get_column("pin_id"), boards.get_column("board_id")
     checks = {
@@ -252,7 +254,7 @@ def validate_tables(
         if name in streamed:
             bad_parts, n_valid[name], read[name] = [], 0, 0
             # two files are checked at once (Polars kernels release the GIL), the results in file order
-            files = ordered_map(lambda t, check=check: (t, check(_canonical_users(t))), streamed[name], threads=min(2, pl.thread_pool_size()))
+            files = ordered_map(lambda t, name=name, check=check: (t, check(_canonical_users(name, t.frame))), streamed[name], threads=min(2, pl.thread_pool_size()))
             for table, (rows, bad) in files:
                 read[name] += table.frame.height + table.unparsed.height
                 rejects.append(safe_unparsed(name, table.unparsed))
@@ -266,13 +268,13 @@ def validate_tables(
             rejects.append(_to_rejects(name, pl.concat(bad_parts, how="diagonal_relaxed") if bad_parts else pl.DataFrame()))
             valid_frames[name] = None
         else:
-            valid_frames[name], bad = check(tables[name])
+            valid_frames[name], bad = check(frames[name])
             rejects.append(_to_rejects(name, bad))
             users_seen = users_seen or (name == "engagements" and has_user_ids(valid_frames[name]))
 
     captions = None
-    if "captions" in tables:
-        captions, bad = _valid_captions(tables["captions"], pin_ids)
+    if "captions" in frames:
+        captions, bad = _valid_captions(frames["captions"], pin_ids)
         rejects.append(_to_rejects("captions", bad))
     valid_frames["captions"] = captions
 
@@ -291,56 +293,56 @@ def validate_tables(
     return ValidTables(pins, boards, valid_frames["saves"], valid_frames["engagements"], captions, rejects_df, counts, reasons, users_seen)
 
 
-def _valid_pins(table: Table) -> tuple[pl.DataFrame, pl.DataFrame]:
-    return _split(table, [*_id_checks("pin_id"), Check(~pl.col("pin_id").is_first_distinct(), "duplicate_pin_id", "pin_id")])
+def _valid_pins(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    return _split(frame, [*_id_checks("pin_id"), Check(~pl.col("pin_id").is_first_distinct(), "duplicate_pin_id", "pin_id")])
 
 
-def _valid_boards(table: Table) -> tuple[pl.DataFrame, pl.DataFrame]:
-    return _split(table, [*_id_checks("board_id"), Check(~pl.col("board_id").is_first_distinct(), "duplicate_board_id", "board_id")])
+def _valid_boards(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    return _split(frame, [*_id_checks("board_id"), Check(~pl.col("board_id").is_first_distinct(), "duplicate_board_id", "board_id")])
 
 
-def _valid_saves(table: Table, pin_ids: pl.Series, board_ids: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
-    return _split(table, [
+def _valid_saves(frame: pl.DataFrame, pin_ids: pl.Series, board_ids: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
+    return _split(frame, [
         *_id_checks("pin_id", "board_id"),
         Check(~pl.col("pin_id").is_in(pin_ids.implode()), "unknown_pin", "pin_id"),
         Check(~pl.col("board_id").is_in(board_ids.implode()), "unknown_board", "board_id"),
     ])
 
 
-def _valid_engagements(table: Table, pin_ids: pl.Series, actions: Sequence[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _valid_engagements(frame: pl.DataFrame, pin_ids: pl.Series, actions: Sequence[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
     # an action as written may be padded or capitalised; only those values are cleaned (most are known as they are)
-    action = table.frame.get_column("action").cast(pl.Utf8)
+    action = frame.get_column("action").cast(pl.Utf8)
     action = update_where(action, ~action.is_in(list(actions)), lambda s: s.str.strip_chars().str.to_lowercase())
-    table = Table(table.name, table.source, table.frame.with_columns(action), table.unparsed)
+    frame = frame.with_columns(action)
     empty_query = pl.col("query").is_null() | _blank("query")
     unknown_action = ~pl.col("action").is_in(list(actions)) | pl.col("action").is_null()
     return _split(
-        table,
+        frame,
         [
             *_id_checks("pin_id"),
             Check(empty_query, "empty_query", "query"),
             Check(unknown_action, "unknown_action", "action"),
             Check(~pl.col("pin_id").is_in(pin_ids.implode()), "unknown_pin", "pin_id"),
         ],
-        pl.when(unknown_action & ~empty_query).then(pl.lit("known actions: " + ", ".join(actions))).otherwise(pl.lit(None, pl.Utf8)),
+        pl.when(unknown_action & ~empty_query).then(pl.lit("known actions: " + ", ".join(actions))),  # otherwise null
     )
 
 
-def _valid_captions(table: Table, pin_ids: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
-    frame = table.frame
+def _valid_captions(frame: pl.DataFrame, pin_ids: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
     for c in ("pin_id", "image_sha256"):
         if c not in frame.columns:
             frame = frame.with_columns(pl.lit(None, pl.Utf8).alias(c))
     frame = frame.with_columns(
-        pl.when(pl.col("pin_id").is_null() | _blank("pin_id")).then(pl.lit(None, pl.Utf8)).otherwise(pl.col("pin_id")).alias("pin_id"),
-        pl.when(pl.col("image_sha256").is_null() | _blank("image_sha256")).then(pl.lit(None, pl.Utf8)).otherwise(pl.col("image_sha256").str.to_lowercase()).alias("image_sha256"),
+        # a blank key is no key (null otherwise)
+        pl.when(_present("pin_id")).then(pl.col("pin_id")),
+        pl.when(_present("image_sha256")).then(pl.col("image_sha256").str.to_lowercase()),
     ).with_columns(  # a second context: the key must see the cleaned pin_id / image_sha256 above
         pl.coalesce(pl.lit("pin:") + pl.col("pin_id"), pl.lit("sha:") + pl.col("image_sha256")).alias("_key"),
     )
-    captions, bad = _split(Table(table.name, table.source, frame, table.unparsed), [
+    captions, bad = _split(frame, [
         Check(pl.col("_key").is_null(), "null_id", "pin_id"),
         Check(pl.col("caption").is_null() | _blank("caption"), "empty_caption", "caption"),
         Check(pl.col("pin_id").is_not_null() & ~pl.col("pin_id").is_in(pin_ids.implode()), "unknown_pin", "pin_id"),
         Check(~pl.col("_key").is_first_distinct(), "duplicate_caption", "pin_id"),
     ])
-    return captions.drop("_key"), bad
+    return captions.drop("_key"), bad.drop("_key")

@@ -307,7 +307,11 @@ def test_captions_with_one_key_column(tmp_path, columns):
     key = "pin_id" if "pin_id" in columns else "image_sha256"
     want = [("p1", None), ("p2", None)] if key == "pin_id" else [(None, "ab12"), (None, "cd34")]
     assert valid.captions.select("pin_id", "image_sha256").rows() == want
+    assert dict(valid.captions.schema) == {"pin_id": pl.Utf8, "image_sha256": pl.Utf8, "caption": pl.Utf8}  # the missing key is a text column
     assert rejects_of(valid, "captions") == [(2, "pin_id", "null_id")]
+    # the record is the row as cleaned (a blank key is null, the missing one too), without validate's own key column
+    record = json.loads(valid.rejects.filter(pl.col("table") == "captions").get_column("record")[0])
+    assert record == {"pin_id": None, "image_sha256": None, "caption": "blank key"}
 
 
 def test_a_caption_with_a_null_pin_and_a_blank_hash_has_no_key(tmp_path):
