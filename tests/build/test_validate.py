@@ -370,3 +370,22 @@ def test_withhold_unkept_queries():
     assert withhold_unkept_queries(one, query_pins).get_column("record").to_list() == ['{"query": null, "pin_id": "p1", "action": "buy"}']
     no_engagements = rejects.filter(pl.col("table") == "saves")
     assert withhold_unkept_queries(no_engagements, query_pins.head(0)).equals(no_engagements)
+
+
+def test_a_single_rejected_text_value_is_scrubbed_too(tmp_path):
+    # one rejected row: each text column holds one distinct value, scrubbed as many are
+    saves = pl.DataFrame({"pin_id": ["P404"], "board_id": ["B1"], "note": ["Mail anna@example.com  "]})
+    valid = validate_tables(small_read(tmp_path, saves=saves))
+    records = valid.rejects.filter(pl.col("table") == "saves").get_column("record").to_list()
+    assert [json.loads(r) for r in records] == [{"pin_id": "P404", "board_id": "B1", "note": "mail"}]
+
+
+def test_a_table_streamed_from_no_file_is_read_empty(tmp_path):
+    base = small_read(tmp_path)
+    handed_over = []
+    valid = validate_tables({k: base[k] for k in ("pins", "boards", "saves")}, streamed={"engagements": iter([])},
+                            sink=lambda name, rows: handed_over.append(name))
+    assert handed_over == [] and valid.engagements is None and valid.users_seen is False
+    assert valid.counts["engagements"] == {"read": 0, "valid": 0, "rejected": 0}
+    assert valid.reject_reasons["engagements"] == {}
+    assert valid.rejects.filter(pl.col("table") == "engagements").height == 0
