@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import socket
+import time
 
 from pathlib import Path
 
@@ -379,6 +380,45 @@ def test_json_files_are_indented_utf8_and_take_paths(tmp_path):
     path = tmp_path / "m.json"
     buildfolder._write_json(path, {"out": tmp_path / "café", "n": 1})
     assert path.read_bytes().decode("utf-8") == '{\n  "out": "' + str(tmp_path / "café") + '",\n  "n": 1\n}\n'
+
+
+def test_pause_hook_announces_the_step_and_waits_for_go(tmp_path, monkeypatch):
+    """The hook the kill tests (tests/build/test_commit.py, slow) stop a build with: it writes
+    <step>.reached holding its pid, then waits until <step>.go exists; other steps pass."""
+    import threading
+
+    monkeypatch.setenv("PINFEATURES_TEST_PAUSE_AT", "commit")
+    monkeypatch.setenv("PINFEATURES_TEST_PAUSE_DIR", str(tmp_path))
+    buildfolder._pause("table:features")  # not the step asked for: returns at once
+    assert list(tmp_path.iterdir()) == []
+    paused = threading.Thread(target=buildfolder._pause, args=("commit",), daemon=True)
+    paused.start()
+    for _ in range(500):
+        if (tmp_path / "commit.reached").exists() and (tmp_path / "commit.reached").read_text():
+            break
+        time.sleep(0.01)
+    assert (tmp_path / "commit.reached").read_text() == str(os.getpid())
+    time.sleep(0.1)
+    assert paused.is_alive()  # still waiting for go
+    started = time.monotonic()
+    (tmp_path / "commit.go").touch()
+    paused.join(timeout=5)
+    assert not paused.is_alive() and time.monotonic() - started < 0.5
+
+
+def test_tables_are_written_with_the_parquet_options(tmp_path):
+    """zstd with statistics, in row groups of 100,000 rows (PARQUET_OPTIONS), and a part's folder made."""
+    import pyarrow.parquet as pq
+
+    n = 100_001
+    texts = pl.DataFrame({"pin_id": [f"p{i}" for i in range(n)], "variant": ["title"] * n, "text": ["t"] * n,
+                          "n_tokens": pl.Series([1] * n, dtype=pl.Int32), "truncated": [False] * n})
+    with BuildWriter(tmp_path / "out") as writer:
+        writer.add_part("texts", texts)
+        meta = pq.ParquetFile(writer.staging / "texts" / "part-00000.parquet").metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [100_000, 1]
+    chunk = meta.row_group(0).column(0)
+    assert chunk.compression == "ZSTD" and chunk.statistics is not None and chunk.statistics.has_min_max
 
 
 def test_exchange_is_false_where_unsupported(monkeypatch, tmp_path):
