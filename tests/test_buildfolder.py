@@ -13,6 +13,7 @@ import shutil
 import socket
 import time
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
@@ -404,6 +405,33 @@ def test_pause_hook_announces_the_step_and_waits_for_go(tmp_path, monkeypatch):
     (tmp_path / "commit.go").touch()
     paused.join(timeout=5)
     assert not paused.is_alive() and time.monotonic() - started < 0.5
+
+
+def test_commit_passes_its_named_steps_in_order(tmp_path, monkeypatch):
+    """The steps the kill tests stop a build at (tests/build/test_commit.py): a new folder is
+    renamed in; an existing one is exchanged (then `swapped`), or, where renameat2 is missing,
+    moved aside; and the manifest records when it was committed."""
+    steps: list[str] = []
+    monkeypatch.setattr(buildfolder, "_pause", steps.append)
+    tables = {"features": FEATURES, "texts": TEXTS}
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    write_build(tmp_path / "out", tables)
+    manifest = json.loads((tmp_path / "out" / MANIFEST).read_text())
+    assert before <= datetime.fromisoformat(manifest["created_at"]) <= datetime.now(timezone.utc)
+    assert list(manifest)[:3] == ["schema_version", "build_id", "created_at"]
+    tables_written = ["table:rejects", "table:features", "table:texts"]
+    assert steps == ["locked", *tables_written, "manifest", "swap", "committed"]
+    steps.clear()
+    write_build(tmp_path / "out", tables)  # over the previous build
+    # with a previous build, its changes are written too
+    swapped = ["locked", *tables_written, "table:changes", "manifest", "swap", "swapped", "committed"]
+    assert steps in (swapped, [s for s in swapped if s != "swapped"])  # without renameat2: no `swapped`
+    steps.clear()
+    monkeypatch.setattr(buildfolder, "_exchange", lambda a, b: False)
+    write_build(tmp_path / "out", tables)
+    assert steps == ["locked", *tables_written, "table:changes", "manifest", "swap", "committed"]
+    # the staging and replaced folders are gone (the lock file stays, released)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.lock", ".out.lock.json", "out"]
 
 
 def test_tables_are_written_with_the_parquet_options(tmp_path):
