@@ -18,7 +18,9 @@
 #      fingerprint. Each is applied alone and its tests are run.
 # Prints, per module, `killed N of M` and its seconds, then the total `killed N of M` and every
 # survivor with its diff. A module MUTATION_TIMEOUT cut short is reported with its unchecked
-# count. Not part of CI: the time a full run takes is in the README ("Mutation testing").
+# count. MUTANTS="name ..." (mutmut names or fnmatch patterns, as the survivors list prints them)
+# checks just those: a previous run's survivors, once tests are added for them.
+# Not part of CI: the time a full run takes is in the README ("Mutation testing").
 # A timeout counts as killed (the tests stopped a hang).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -175,17 +177,19 @@ EOF
     t0=$(date +%s)
     if [ "$left" -gt 0 ]; then
         echo "== mutmut: $module (tests: ${tests[*]}; jobs: $JOBS)" >&2
-        timeout "$left" "$BIN/mutmut" run --max-children "$JOBS" >>"$WORK/mutmut.log" 2>&1 || echo "mutmut stopped on $module: exit $? (see its counts)" >&2
+        # MUTANTS: only these (names or fnmatch patterns), e.g. a previous run's survivors after new tests
+        read -ra only <<< "${MUTANTS:-}"
+        timeout "$left" "$BIN/mutmut" run --max-children "$JOBS" ${only[@]+"${only[@]}"} >>"$WORK/mutmut.log" 2>&1 || echo "mutmut stopped on $module: exit $? (see its counts)" >&2
     fi
     "$BIN/mutmut" results --all true >"$WORK/results.txt" 2>/dev/null || true
-    "$PY" - "$WORK/results.txt" "$BIN/mutmut" "$module" "$(( $(date +%s) - t0 ))" "$WORK/modules.tsv" "$WORK/survivors.txt" <<'PYEOF'
-import collections, json, subprocess, sys
+    "$PY" - "$WORK/results.txt" "$BIN/mutmut" "$module" "$(( $(date +%s) - t0 ))" "$WORK/modules.tsv" "$WORK/survivors.txt" "${MUTANTS:-}" <<'PYEOF'
+import collections, fnmatch, json, subprocess, sys
 from mutmut.mutation.diff_apply import get_diff_for_mutant
-results, mutmut, module, seconds, table, survivors_file = sys.argv[1:]
+results, mutmut, module, seconds, table, survivors_file, only = sys.argv[1:]
 status = {}
 for line in open(results, encoding="utf-8"):
     name, sep, st = line.strip().rpartition(": ")
-    if sep and name:
+    if sep and name and (not only or any(fnmatch.fnmatch(name, p) for p in only.split())):
         status[name] = st
 counts = collections.Counter(status.values())
 with open(table, "a", encoding="utf-8") as out:
