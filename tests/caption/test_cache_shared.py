@@ -9,6 +9,7 @@ import io
 import json
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -34,6 +35,17 @@ from tests.conftest import small_tables, write_inputs
 
 N_IMAGES = 16
 FP = "f" * 64
+
+
+@pytest.fixture(autouse=True)
+def no_signal_to_this_process():
+    """A lease holder's liveness is probed with signal 0: a real signal sent to this process (the
+    holder in most tests here) fails the test rather than killing the run."""
+    received = []
+    previous = signal.signal(signal.SIGHUP, lambda signum, frame: received.append(signum))
+    yield
+    signal.signal(signal.SIGHUP, previous)
+    assert received == []
 
 
 def _env() -> dict:
