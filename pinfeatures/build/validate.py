@@ -91,7 +91,7 @@ class Check:
 def _split(frame: pl.DataFrame, checks: Sequence[Check], detail: pl.Expr = pl.lit(None)) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split a table's frame (with `_file`, `_row`) by ordered `checks` into (valid rows,
     rejected rows with `_reason`, `_column`, `_detail`: `_to_rejects` makes them reject records;
-    `_to_rejects` casts `_detail` to text, so the default null needs no type).
+    `_to_rejects` gives `_detail` its type, so the default null needs none).
 
     Every check runs once over every row, all in one select (Polars runs them side by side); the
     first failed check of a row, and `detail`, are worked out for the rejected rows only. Most
@@ -130,7 +130,7 @@ def _scrub_values(values: pl.Series) -> pl.Series:
     if distinct.len() == 0:
         return values
     scrubbed = normalize_phrases(distinct, MAX_RECORD_FIELD_CHARS)
-    return values.replace_strict(distinct, scrubbed, default=None, return_dtype=pl.Utf8)
+    return values.replace_strict(distinct, scrubbed)  # every value is in `distinct`; null stays null
 
 
 def _safe_record_frame(frame: pl.DataFrame) -> pl.DataFrame:
@@ -167,14 +167,14 @@ def _to_rejects(name: str, bad: pl.DataFrame) -> pl.DataFrame:
     return _withhold_user_id_detail(pl.DataFrame(
         {
             "table": [name] * bad.height,
-            "file": bad.get_column("_file").cast(pl.Utf8),
-            "row": bad.get_column("_row").cast(pl.Int64),
-            "column": bad.get_column("_column").cast(pl.Utf8),
-            "reason": bad.get_column("_reason").cast(pl.Utf8),
-            "detail": bad.get_column("_detail").cast(pl.Utf8),
+            "file": bad.get_column("_file"),
+            "row": bad.get_column("_row"),
+            "column": bad.get_column("_column"),
+            "reason": bad.get_column("_reason"),
+            "detail": bad.get_column("_detail"),
             "record": records,
         },
-        schema=REJECT_SCHEMA,
+        schema=REJECT_SCHEMA,  # casts each column (an all-null `_detail` has no type)
     ))
 
 
@@ -260,7 +260,7 @@ def validate_tables(
                 rejects.append(safe_unparsed(name, table.unparsed))
                 bad_parts.append(bad)
                 n_valid[name] += rows.height
-                users_seen = users_seen or (name == "engagements" and has_user_ids(rows))
+                users_seen |= name == "engagements" and has_user_ids(rows)  # any file's rows
                 assert sink is not None, "streamed tables need a sink"
                 sink(name, rows)
                 del rows
@@ -270,21 +270,23 @@ def validate_tables(
         else:
             valid_frames[name], bad = check(frames[name])
             rejects.append(_to_rejects(name, bad))
-            users_seen = users_seen or (name == "engagements" and has_user_ids(valid_frames[name]))
 
     captions = None
     if "captions" in frames:
         captions, bad = _valid_captions(frames["captions"], pin_ids)
         rejects.append(_to_rejects("captions", bad))
     valid_frames["captions"] = captions
+    engagements = valid_frames["engagements"]
+    users_seen |= engagements is not None and has_user_ids(engagements)  # None: streamed, seen above
 
-    rejects_df = pl.concat(rejects, how="vertical_relaxed").sort(["table", "file", "row"], nulls_last=True)
+    # every part has REJECT_SCHEMA exactly (read.py's unparsed rows too): a strict concat; table, file and row are never null
+    rejects_df = pl.concat(rejects).sort(["table", "file", "row"])
     counts: dict[str, dict[str, int]] = {}
     reasons: dict[str, dict[str, int]] = {}
     for name in [*tables, *(n for n in streamed if n not in tables)]:
         n_rej = int(rejects_df.filter(pl.col("table") == name).height)
-        frame = valid_frames.get(name)
-        valid = n_valid[name] if name in n_valid else (frame.height if frame is not None else 0)
+        frame = valid_frames[name]
+        valid = n_valid[name] if frame is None else frame.height  # None: streamed
         if read[name] != valid + n_rej:  # pragma: no cover - an invariant, not an input problem
             raise AssertionError(f"{name}: read {read[name]} != valid {valid} + rejected {n_rej}")
         counts[name] = {"read": read[name], "valid": valid, "rejected": n_rej}

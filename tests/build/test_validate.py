@@ -389,3 +389,15 @@ def test_a_table_streamed_from_no_file_is_read_empty(tmp_path):
     assert valid.counts["engagements"] == {"read": 0, "valid": 0, "rejected": 0}
     assert valid.reject_reasons["engagements"] == {}
     assert valid.rejects.filter(pl.col("table") == "engagements").height == 0
+
+
+def test_users_are_seen_in_any_streamed_file_not_only_the_last(tmp_path):
+    base = small_read(tmp_path)
+    e = small_tables()["engagements"]
+    (tmp_path / "e").mkdir()
+    e.write_parquet(tmp_path / "e" / "1.parquet")
+    e.drop("user_id").write_parquet(tmp_path / "e" / "2.parquet")
+    files = [read_table(tmp_path / "e" / f, "engagements") for f in ("1.parquet", "2.parquet")]
+    valid = validate_tables({k: base[k] for k in ("pins", "boards", "saves")}, streamed={"engagements": iter(files)}, sink=lambda name, rows: None)
+    assert valid.users_seen is True and valid.captions is None
+    assert valid.counts["engagements"] == {"read": 2 * e.height, "valid": 2 * e.height, "rejected": 0}
