@@ -9,6 +9,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import time
@@ -432,6 +433,19 @@ def test_commit_passes_its_named_steps_in_order(tmp_path, monkeypatch):
     assert steps == ["locked", *tables_written, "table:changes", "manifest", "swap", "committed"]
     # the staging and replaced folders are gone (the lock file stays, released)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".out.lock", ".out.lock.json", "out"]
+
+
+def test_writer_names_its_staging_folder_and_lock_for_recovery(tmp_path):
+    """What a killed build leaves is found again by name (`_recover` globs `.OUT.staging-*`), and
+    the lock's holder file says who writes: so the writer's names are a contract. The output's
+    parent folders are made."""
+    out = tmp_path / "a" / "b" / "out"
+    with BuildWriter(out) as writer:
+        assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{8}", writer.build_id)
+        assert writer.staging == out.parent / f".out.staging-{writer.build_id}" and writer.staging.is_dir()
+        holder = json.loads((out.parent / ".out.lock.json").read_text(encoding="utf-8"))
+        assert holder["build_id"] == writer.build_id and holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
+        assert (out.parent / ".out.lock").exists()
 
 
 def test_tables_are_written_with_the_parquet_options(tmp_path):
