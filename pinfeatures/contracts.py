@@ -120,7 +120,7 @@ def expand(spec: str) -> list[str]:
         full = variant_name(SOURCES)
         return [full] + [variant_name(tuple(s for s in SOURCES if s != drop)) for drop in SOURCES]
     if spec == "all":
-        return [variant_name(c) for n in range(1, len(SOURCES) + 1) for c in combinations(SOURCES, n)]
+        return [variant_name(c) for n in range(len(SOURCES)) for c in combinations(SOURCES, n + 1)]
     names: list[str] = []
     for item in spec.split(","):
         item = item.strip()

@@ -116,6 +116,9 @@ pinfeatures/build/scrub.py|[0-9]{2} ?[a-d]{_B}"|[0-9]{2} ?[a-b]{_B}"|tests/build
 pinfeatures/build/scrub.py|"ipv6": r"{_B}[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){7}|"ipv6": r"{_B}[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){6}|tests/build/test_scrub.py
 pinfeatures/build/scrub.py| at [\w\-]+(?: dot [\w\-]+)* dot (?:{_TLDS})| at [\w\-]+ dot (?:{_TLDS})|tests/build/test_scrub.py
 pinfeatures/build/scrub.py|"url_www": r"{_B}www\d{0,3}\.\S+"|"url_www": r"{_B}www\.\S+"|tests/build/test_scrub.py
+pinfeatures/build/scrub.py|_ASCII_BUT_AMPERSAND_PATTERN = r"^[\x00-\x25\x27-\x7f]*$"|_ASCII_BUT_AMPERSAND_PATTERN = r"^[\x00-\x7f]*$"|tests/build/test_scrub.py -k 'column_fold_t'
+pinfeatures/build/scrub.py|_CAPITAL_OR_ASCII_CONTROL_PATTERN = r"[A-Z\x00-\x1f\x7f]"|_CAPITAL_OR_ASCII_CONTROL_PATTERN = r"[A-Z\x00-\x1f]"|tests/build/test_scrub.py -k 'column_fold_t'
+pinfeatures/build/scrub.py|_ASCII_CONTROL_PATTERN = r"[\x00-\x1f\x7f]"|_ASCII_CONTROL_PATTERN = r"[\x00-\x1f]"|tests/build/test_scrub.py -k 'column_fold_t'
 pinfeatures/caption/backends.py|, "min_new_tokens": cfg.min_new_tokens}|}|tests/caption/test_backends.py -k 'fingerprint or coca'
 pinfeatures/caption/backends.py|"num_beams": cfg.num_beams, |"num_beams": 1, |tests/caption/test_backends.py -k 'fingerprint or coca'
 EOF

@@ -164,6 +164,11 @@ def _fold_table() -> dict[int, str | None]:
 
 
 _CUT_TAIL = "0123456789+().-/ \u1680"
+# `_fold_many`'s column patterns: ASCII text without `&`; a capital or an ASCII control character
+# (what lower-casing and controls-to-spaces change in it); an ASCII control character
+_ASCII_BUT_AMPERSAND_PATTERN = r"^[\x00-\x25\x27-\x7f]*$"
+_CAPITAL_OR_ASCII_CONTROL_PATTERN = r"[A-Z\x00-\x1f\x7f]"
+_ASCII_CONTROL_PATTERN = r"[\x00-\x1f\x7f]"
 
 
 def _fold(text: str, max_chars: int) -> str:
@@ -215,22 +220,23 @@ def _fold_many(raw: pl.Series, max_chars: int, fast_min_strings: int = FAST_FOLD
     and crafted long text cost alike (bench/bench_scrub.py). Queries are short: 99.9% of the
     benchmark's 3.9M distinct queries take a Rust path, 98% need no rewriting.
     """
-    short = (raw.str.len_chars() <= 64).fill_null(False)
-    ascii_only = short & raw.str.contains(r"^[\x00-\x25\x27-\x7f]*$").fill_null(False)
+    # a null string is null in these masks: `rest` leaves it out, update_where skips it
+    short = raw.str.len_chars() <= 64
+    ascii_only = short & raw.str.contains(_ASCII_BUT_AMPERSAND_PATTERN)
     # of those, only text with a capital or a control character changes (most queries have
     # neither: rewriting them all cost more than the test)
-    changing = ascii_only & raw.str.contains(r"[A-Z\x00-\x1f\x7f]").fill_null(False)
-    folded = update_where(raw, changing, lambda s: s.str.replace_all(r"[\x00-\x1f\x7f]", " ").str.to_lowercase())
+    changing = ascii_only & raw.str.contains(_CAPITAL_OR_ASCII_CONTROL_PATTERN)
+    folded = update_where(raw, changing, lambda s: s.str.replace_all(_ASCII_CONTROL_PATTERN, " ").str.to_lowercase())
     rest = ~ascii_only & raw.is_not_null()
     if (rest & short).sum() >= fast_min_strings:  # only short text can take the other paths
         candidates = (rest & short).arg_true()
-        already = raw.gather(candidates).str.contains(f"^[{_folded_class()}]*$").fill_null(False)
+        already = raw.gather(candidates).str.contains(f"^[{_folded_class()}]*$")
         rest = rest.scatter(candidates.filter(already), False)
     if (rest & short).sum() >= AGREED_FOLD_FACTOR * fast_min_strings:
-        agreed = rest & short & raw.str.contains(f"^[{_fast_fold_class()}]*$").fill_null(False)
-        folded = update_where(folded, agreed, lambda s: s.str.replace_all(r"[\x00-\x1f\x7f]", " ").str.normalize("NFKC").str.to_lowercase())
+        agreed = rest & short & raw.str.contains(f"^[{_fast_fold_class()}]*$")
+        folded = update_where(folded, agreed, lambda s: s.str.replace_all(_ASCII_CONTROL_PATTERN, " ").str.normalize("NFKC").str.to_lowercase())
         rest = rest & ~agreed
-    return update_where(folded, rest, lambda s: pl.Series([_fold(v, max_chars) for v in s.to_list()], dtype=pl.Utf8))
+    return update_where(folded, rest, lambda s: pl.Series([_fold(v, max_chars) for v in s.to_list()]))  # never empty: strings
 
 
 FOLDED_CLASS_LIMIT = 0x30000
@@ -299,7 +305,9 @@ def _char_class(ranges: list[tuple[int, int]], codepoints: Iterable[int]) -> str
 
 def update_where(values: pl.Series, where: pl.Series, step: Callable[[pl.Series], pl.Series]) -> pl.Series:
     """`values` with `step` applied to the non-null elements where `where` is true, and only to
-    them: the costly steps run on the few strings that need them, not on the whole column."""
+    them: the costly steps run on the few strings that need them, not on the whole column.
+    It writes into `values` (Series.scatter does) and returns it: give it a Series nothing else
+    reads, or a clone (cheap: shared data)."""
     index = (where.fill_null(False) & values.is_not_null()).arg_true()
     if index.len() == 0:
         return values
@@ -313,15 +321,12 @@ def _as_series(values: Iterable[str | None] | pl.Series) -> pl.Series:
 
 
 def _cap_words(col: pl.Expr, max_chars: int) -> pl.Expr:
-    """Cut to max_chars, dropping the word the cut would split and the digits and separators
-    before it (a cut half of a phone number or address could hide it from the patterns); a text
-    with no space in its first max_chars is cut hard."""
+    """Cut text longer than max_chars (the caller picks it) to max_chars, dropping the word the
+    cut would split and the digits and separators before it (a cut half of a phone number or
+    address could hide it from the patterns); a text with no space in its first max_chars is cut
+    hard."""
     head = col.str.slice(0, max_chars + 1).str.replace(r"[\s0-9+().\-/]*\S*$", "").str.strip_chars()
-    return (
-        pl.when(col.str.len_chars() <= max_chars).then(col)
-        .when(head.str.len_chars() > 0).then(head)
-        .otherwise(col.str.slice(0, max_chars).str.strip_chars())
-    )
+    return pl.when(head.str.len_chars() > 0).then(head).otherwise(col.str.slice(0, max_chars).str.strip_chars())
 
 
 def _scrub_pass(col: pl.Expr) -> pl.Expr:
@@ -346,8 +351,8 @@ def normalize_phrases(values: Iterable[str | None] | pl.Series, max_chars: int =
 
 def _normalize_chunk(raw: pl.Series, max_chars: int) -> pl.Series:
     """`normalize_phrases` of one chunk, in this thread."""
-    current = _fold_many(raw.rename("text"), max_chars)
-    current = update_where(current, current.str.contains("<", literal=True), lambda s: s.str.replace_all(TAG_PATTERN, " "))
+    current = _fold_many(raw, max_chars)
+    current = update_where(current, current.str.contains("<"), lambda s: s.str.replace_all(TAG_PATTERN, " "))
     # "[<>\s]+ to one space, strip" changes only strings with one of these
     current = update_where(
         current, current.str.contains(f"[<>]|{UNTIDY_SPACE_PATTERN}"), lambda s: s.str.replace_all(r"[<>\s]+", " ").str.strip_chars()
@@ -358,7 +363,7 @@ def _normalize_chunk(raw: pl.Series, max_chars: int) -> pl.Series:
     text = pl.col("text")
     # a pass changes only a string some pattern matches (the rest is already single-spaced and
     # stripped), and one test for any match is a fraction of the cost of the pass's replacements
-    todo = current.str.contains(_ANY_SCRUB_PATTERN).fill_null(False).arg_true()
+    todo = current.str.contains(_ANY_SCRUB_PATTERN).arg_true()  # a null is not true
     for _ in range(MAX_SCRUB_PASSES):
         if todo.len() == 0:
             break
@@ -368,7 +373,7 @@ def _normalize_chunk(raw: pl.Series, max_chars: int) -> pl.Series:
         current = current.scatter(todo.filter(changed), after.filter(changed))
         todo = todo.filter(changed)
     if todo.len():  # still changing after the last pass: no fixed point in reach, keep nothing
-        current = current.scatter(todo, pl.Series([""] * todo.len(), dtype=pl.Utf8))
+        current = current.scatter(todo, "")
     return current.rename(raw.name)
 
 
@@ -413,6 +418,5 @@ def clean_text(text: str | None, max_chars: int) -> str | None:
             break
     else:
         return None  # still changing: no fixed point in reach, keep nothing
-    if len(text) > max_chars:
-        text = text[:max_chars].rstrip()
+    text = text[:max_chars].rstrip()  # the whole text when it is short enough (stripped already)
     return text or None

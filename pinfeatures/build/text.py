@@ -21,13 +21,7 @@ from pinfeatures.build.scrub import CONTROL_PATTERN, INVISIBLE_PATTERN, MAX_CLEA
 
 
 def _unescape(series: pl.Series) -> pl.Series:
-    mask = series.str.contains("&", literal=True).fill_null(False)
-    if not mask.any():
-        return series
-    values = series.to_list()
-    for i in mask.arg_true().to_list():
-        values[i] = html.unescape(values[i])
-    return pl.Series(series.name, values, dtype=pl.Utf8)
+    return update_where(series, series.str.contains("&"), lambda s: pl.Series([html.unescape(v) for v in s.to_list()]))
 
 
 # a value with none of these is left as it is by the invisible and control steps
@@ -38,7 +32,7 @@ def _clean_pass(series: pl.Series) -> pl.Series:
     """One pass of the rules; each step runs only on the values it can change (a cheap test over
     the column first), as most titles and descriptions are clean already."""
     current = _unescape(series)  # before tags: `&lt;script&gt;` is a tag too
-    current = update_where(current, current.str.contains("<", literal=True), lambda s: s.str.replace_all(TAG_PATTERN, " "))
+    current = update_where(current, current.str.contains("<"), lambda s: s.str.replace_all(TAG_PATTERN, " "))
     current = update_where(
         current, current.str.contains(_INVISIBLE_OR_CONTROL),
         lambda s: s.str.replace_all(INVISIBLE_PATTERN, "").str.replace_all(CONTROL_PATTERN, " "),
@@ -51,30 +45,30 @@ def _clean_until_stable(series: pl.Series) -> pl.Series:
     values the previous one left unsettled (changed, with a `&` or `<` left); a value unsettled
     after MAX_CLEAN_PASSES becomes null."""
     current = series
-    todo = pl.Series("i", range(len(series)), dtype=pl.UInt32).filter(series.is_not_null())
+    todo = series.is_not_null().arg_true()
     for _ in range(MAX_CLEAN_PASSES):
         if todo.len() == 0:
             break
         before = current.gather(todo)
-        after = _clean_pass(before)
+        after = _clean_pass(before.clone())  # update_where writes into its input: keep `before` as it was
         unsettled = (after != before) & after.str.contains("[&<]")
         current = current.scatter(todo, after)
         todo = todo.filter(unsettled)
     if todo.len():  # still changing: no fixed point in reach, keep nothing
-        current = current.scatter(todo, pl.Series([None] * todo.len(), dtype=pl.Utf8))
+        current = current.scatter(todo, None)
     return current
 
 
 def clean_column(column: str, max_chars: int) -> pl.Expr:
     """An expression that cleans one text column (see the module docstring)."""
-    return pl.col(column).cast(pl.Utf8).map_batches(lambda values: _clean_values(values, max_chars), return_dtype=pl.Utf8).alias(column)
+    return pl.col(column).cast(pl.Utf8).map_batches(lambda values: _clean_values(values, max_chars)).alias(column)  # String, as its input
 
 
 def _clean_values(values: pl.Series, max_chars: int) -> pl.Series:
     # one function of the column, not an expression that tests and returns the cleaned value: the
     # expression would clean every value twice
     cleaned = _clean_until_stable(values).str.slice(0, max_chars).str.strip_chars()
-    return pl.select(pl.when(cleaned.str.len_chars() > 0).then(cleaned).otherwise(pl.lit(None, pl.Utf8))).to_series()
+    return pl.select(pl.when(cleaned.str.len_chars() > 0).then(cleaned)).to_series()  # else null
 
 
 def normalise_pins(pins: pl.DataFrame, max_chars: int = 4000) -> pl.DataFrame:

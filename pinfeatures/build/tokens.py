@@ -67,10 +67,10 @@ class HFCounter:
         try:
             from transformers import AutoTokenizer
 
-            tok = AutoTokenizer.from_pretrained(str(p), local_files_only=True, use_fast=True)
+            tok = AutoTokenizer.from_pretrained(str(p), local_files_only=True)  # use_fast is the default
         except Exception as exc:  # transformers raises many types here; the user needs one message
             raise ConfigError(f"--tokenizer {path}: cannot load a tokenizer from this folder: {exc}") from None
-        if not getattr(tok, "is_fast", False):
+        if not tok.is_fast:
             raise ConfigError(f"--tokenizer {path}: needs a fast tokenizer (tokenizer.json) for offsets")
         self._tok = tok
         self.name = f"hf:{p.name}"
@@ -111,11 +111,12 @@ def truncate(text: str, budget: int, counter: TokenCounter) -> tuple[str, bool]:
         return "", True
     cut = spans[budget - 1][1]
     next_start = spans[budget][0]
-    if cut == next_start and 0 < cut < len(text) and _is_word_char(text[cut - 1]) and _is_word_char(text[cut]):
-        # the cut falls inside a word: back off to where that word starts
+    if cut == next_start and cut < len(text) and _is_word_char(text[cut]):
+        # the cut may fall inside a word: back off to where that word starts (nowhere when the
+        # character before the cut is no word character)
         start = cut
-        while start > 0 and _is_word_char(text[start - 1]):
+        while start and _is_word_char(text[start - 1]):
             start -= 1
-        if start > 0:
+        if start:  # else the text is one word: cut inside it
             cut = start
     return text[:cut].rstrip(), True

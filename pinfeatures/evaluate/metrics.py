@@ -30,16 +30,12 @@ def gain_expr(label: pl.Expr, gain: str) -> pl.Expr:
     raise ConfigError(f"evaluate.gain must be one of {list(GAINS)}, got {gain!r}")
 
 
-def dcg(gains: list[float] | np.ndarray, k: int) -> float:
-    """Discounted cumulative gain of gains in ranked order: sum_{i=1..k} gain_i / log2(i + 1)."""
-    g = np.asarray(gains, dtype=np.float64)[:k]
-    return float(np.sum(g / np.log2(np.arange(2, g.size + 2))))
-
-
 def per_query_ndcg(scored: pl.DataFrame, k: int, gain: str = "exponential") -> pl.DataFrame:
-    """NDCG@k for each query over its judged pins.
+    """NDCG@k for each query over its judged pins: the DCG of the ranking (the sum over its top k
+    of gain / log2(rank + 1)) over the DCG of the ideal ranking.
 
-    In:  `query`, `pin_id`, `label`, `score` (score must not be null).
+    In:  `query`, `pin_id`, `label`, `score` (query and score must not be null: evaluate rejects a
+         judgment without a query and ranks a pin without a score last by giving it -inf).
     Out: `query`, `n_judged` (u32), `ndcg` (f64), sorted by query.
 
     Ranking: score descending, ties by pin_id ascending. The ideal ranking sorts labels
@@ -51,7 +47,7 @@ def per_query_ndcg(scored: pl.DataFrame, k: int, gain: str = "exponential") -> p
     g = gain_expr(pl.col("label"), gain)
     ranked = (
         scored.select("query", "pin_id", "label", "score")
-        .sort(["query", "score", "pin_id"], descending=[False, True, False], nulls_last=True)
+        .sort(["query", "score", "pin_id"], descending=[False, True, False])
         .with_columns(
             pl.int_range(1, pl.len() + 1).over("query").alias("_rank"),
             (g * discount).alias("_dcg_term"),
@@ -66,8 +62,8 @@ def per_query_ndcg(scored: pl.DataFrame, k: int, gain: str = "exponential") -> p
     idcg_q = ideal.filter(pl.col("_rank") <= k).group_by("query").agg(pl.col("_idcg_term").sum().alias("idcg"))
     counts = scored.group_by("query").agg(pl.len().alias("n_judged"))
     out = (
-        counts.join(dcg_q, on="query", how="left")
-        .join(idcg_q, on="query", how="left")
+        counts.join(dcg_q, on="query")  # every query has a rank 1, so a DCG and an ideal one
+        .join(idcg_q, on="query")
         .with_columns(
             pl.when(pl.col("idcg") > 0).then(pl.col("dcg") / pl.col("idcg")).otherwise(1.0).alias("ndcg")
         )
@@ -80,15 +76,13 @@ def per_query_ndcg(scored: pl.DataFrame, k: int, gain: str = "exponential") -> p
 def _rank_average(x: np.ndarray) -> np.ndarray:
     """Ranks 1..n with ties given their average rank (as Spearman's rho needs)."""
     order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(x.size, dtype=np.float64)
     xs = x[order]
-    i = 0
-    while i < x.size:
-        j = i
-        while j + 1 < x.size and xs[j + 1] == xs[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
+    # each run of equal values in sorted order, from `first` to before `end`, shares the mean of
+    # its ranks first + 1 .. end (a NaN equals nothing: a run of its own)
+    first = np.flatnonzero(np.concatenate(([True], xs[1:] != xs[:-1])))
+    end = np.append(first[1:], x.size)
+    ranks = np.empty(x.size)  # float64
+    ranks[order] = np.repeat((first + end + 1) / 2.0, end - first)
     return ranks
 
 
@@ -114,7 +108,7 @@ def per_query_spearman(scored: pl.DataFrame) -> pl.DataFrame:
     scores equal), sorted by query.
     """
     rows = []
-    for (query,), part in scored.sort(["query", "pin_id"]).group_by(["query"], maintain_order=True):
+    for (query,), part in scored.sort(["query", "pin_id"]).group_by(["query"]):
         rows.append((query, spearman(part["score"].to_numpy(), part["label"].to_numpy())))
     return pl.DataFrame(rows, schema={"query": pl.Utf8, "spearman": pl.Float64}, orient="row").sort("query")
 
@@ -157,15 +151,15 @@ def paired_bootstrap(
         raise ConfigError(f"confidence must be in (0, 1), got {confidence}")
     n = x.size
     if n == 0:
-        return BootstrapResult(float("nan"), float("nan"), float("nan"), 0, samples, confidence)
+        return BootstrapResult(math.nan, math.nan, math.nan, 0, samples, confidence)
     diff = y - x
     rng = np.random.default_rng(seed)
-    means = np.empty(samples, dtype=np.float64)
+    means = np.empty(samples)  # float64
     # chunks keep memory at ~ chunk * n indices however many queries there are
     chunk = max(1, min(samples, 2_000_000 // max(n, 1)))
     for start in range(0, samples, chunk):
         stop = min(samples, start + chunk)
-        idx = rng.integers(0, n, size=(stop - start, n))
+        idx = rng.integers(n, size=(stop - start, n))  # from [0, n)
         means[start:stop] = diff[idx].mean(axis=1)
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(means, [alpha, 1.0 - alpha])
@@ -174,5 +168,5 @@ def paired_bootstrap(
 
 def stable_seed(seed: int, *parts: str) -> int:
     """A seed derived from `seed` and names (stratum, variant pair), independent of processing order."""
-    digest = hashlib.sha256("\x1f".join([str(seed), *parts]).encode("utf-8")).digest()
+    digest = hashlib.sha256("\x1f".join([str(seed), *parts]).encode()).digest()
     return int.from_bytes(digest[:8], "little")

@@ -275,3 +275,74 @@ def test_raw_text_cut_drops_the_split_word_and_number():
     # 3,990 invisible characters, then words: the raw cap (8 x 500) falls inside the third word,
     # which goes, and so do the digits and separators before a split word (a half phone number)
     assert normalize_phrases(["\u200b" * 3990 + "tea cake recipe", "\u200b" * 3990 + "tea 0123 456789"]).to_list() == ["tea cake", "tea"]
+
+
+def test_normalize_phrases_names_and_types_its_result():
+    # a list comes back as a String Series named "text", a Series keeps its name; all-null and
+    # empty input are String too (not Polars' Null type, which the string steps would refuse)
+    assert normalize_phrases(["Cake"]).name == "text"
+    queries = pl.Series("query", ["Cake"])
+    assert normalize_phrases(queries).name == "query"
+    assert queries.to_list() == ["Cake"]  # the input is left as it is (the steps write into their own copy)
+    for values in ([None, None], []):
+        out = normalize_phrases(values)
+        assert (out.dtype, out.to_list()) == (pl.Utf8, values)
+
+
+def test_an_obfuscated_at_becomes_a_plain_at():
+    # "(@)" is read as "@"; with no name after it there is no address to scrub
+    assert normalize_phrases(["price (@)", "[at]"]).to_list() == ["price@", "@"]
+
+
+def test_update_where_leaves_values_where_the_mask_is_null():
+    from pinfeatures.build.scrub import update_where
+
+    values = pl.Series("v", ["a", "b", None, "d"])
+    out = update_where(values, pl.Series([None, True, True, False]), lambda s: s.str.to_uppercase())
+    assert (out.name, out.to_list()) == ("v", ["a", "B", None, "d"])
+
+
+def test_raw_prefix_grows_until_it_yields_more_than_twice_the_cap_plus_one():
+    # cap 10: a 64-character prefix that folds to 21 characters (43 removed format characters) is
+    # not enough (21 is not more than 2 x 10 + 1), so the prefix grows to the raw cap (80); one
+    # that folds to 22 is, and the rest of the text is never read (its one word stays whole)
+    tail = " bbb" * 50
+    assert _fold("\u200b" * 43 + "a" * 21 + tail, 10) == "a" * 21 + " bbb bbb bbb"
+    assert _fold("\u200b" * 42 + "a" * 22 + tail, 10) == "a" * 22
+
+
+def test_raw_prefix_cut_drops_only_the_last_word():
+    # the prefix (64 characters) ends inside "tomorrow": that word goes, the others stay
+    assert _fold("x" * 50 + " call me tomorrow please", 10) == "x" * 50 + " call me"
+    # one word, or none, in the prefix: nothing to drop (a leading space stays: stripped later)
+    assert _fold(" " + "a" * 100, 10) == " " + "a" * 63
+    assert _fold("\u200b" * 200, 10) == ""
+    assert normalize_phrases(["\u200b" * 200], 10).to_list() == [""]
+
+
+def test_column_fold_takes_python_only_for_what_rust_cannot_fold(monkeypatch):
+    """The speed of query normalisation rests on this: short ASCII text, text that is its own
+    fold and text of agreed characters never reach the one-string `_fold`, each path taken from
+    its threshold on (the count of short non-ASCII strings left, at least fast_min_strings, and
+    at least AGREED_FOLD_FACTOR x fast_min_strings)."""
+    from pinfeatures.build import scrub
+
+    seen = []
+    fold = scrub._fold
+    monkeypatch.setattr(scrub, "_fold", lambda text, max_chars: seen.append(text) or fold(text, max_chars))
+    ascii_64, ascii_65 = "Cake " + "a" * 59, "Cake " + "b" * 60
+    values = ["Cake", "cake", ascii_64, ascii_65, None, "x&y", "쉬운", "Straße", "ｃａｋｅ", "ＡＢＣ"]
+    expected = ["cake", "cake", ascii_64.lower(), ascii_65.lower(), None, "x&y", "쉬운", "strasse", "cake", "abc"]
+    # 5 short non-ASCII (or '&') strings: the own-fold path from 5 on; the agreed one from 4 x 1 on
+    for fast_min_strings, python in [(6, ["x&y", "쉬운", "Straße", "ｃａｋｅ", "ＡＢＣ"]), (5, ["x&y", "Straße", "ｃａｋｅ", "ＡＢＣ"]), (1, ["x&y", "Straße"])]:
+        seen.clear()
+        folded = _fold_many(pl.Series("text", values, dtype=pl.Utf8), MAX_PHRASE_CHARS, fast_min_strings=fast_min_strings)
+        assert folded.to_list() == expected
+        assert seen == [ascii_65, *python], fast_min_strings
+
+
+def test_column_fold_turns_every_ascii_control_character_into_a_space():
+    # NUL, US and DEL, on the ASCII path (with and without a capital) and the agreed-characters path
+    values = ["a\x00b", "a\x1fb", "a\x7fb", "A\x7fB", "ｃａｋｅ\x7f!"]
+    folded = _fold_many(pl.Series("text", values), MAX_PHRASE_CHARS, fast_min_strings=0)
+    assert folded.to_list() == ["a b", "a b", "a b", "a b", "cake !"] == [_fold(v, MAX_PHRASE_CHARS) for v in values]

@@ -173,3 +173,39 @@ class FixedSpans:
 )
 def test_truncate_backs_off_to_the_start_of_a_split_word(text, spans, budget, expected):
     assert truncate(text, budget, FixedSpans(spans)) == (expected, True)
+
+
+def test_hf_counter_counts_a_column_in_batches(hf_tokenizer):
+    # 4,097 values: two batches of the tokenizer (4,096 a call), every value counted once, in order
+    folder, tok = hf_tokenizer
+    texts = [VARIED[i % 15] + f" {i}" for i in range(4097)]
+    counted = make_counter(str(folder)).count_many(pl.Series("t", texts))
+    assert counted.to_list() == [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+    empty = make_counter(str(folder)).count_many(pl.Series("t", [], dtype=pl.Utf8))
+    assert (empty.name, empty.dtype, empty.len()) == ("t", pl.Int64, 0)
+
+
+def test_tokenizer_without_its_extra_names_the_extra(tmp_path, monkeypatch):
+    from pinfeatures import extras
+
+    monkeypatch.setattr(extras, "missing_modules", lambda modules: [m for m in modules if m == "tokenizers"])
+    with pytest.raises(extras.MissingExtraError) as raised:
+        HFCounter(tmp_path)
+    assert str(raised.value) == "--tokenizer needs tokenizers, not installed: pip install 'pinfeatures[caption]'"
+
+
+def test_truncate_with_a_token_of_no_width_at_the_end():
+    # an offset mapping may hold an empty span; one at the very end leaves nothing to back off to
+    assert truncate("ab", 1, FixedSpans([(0, 2), (2, 2)])) == ("ab", True)
+
+
+def test_hf_counter_loads_local_files_only(hf_tokenizer, monkeypatch):
+    # offline, a local folder loads either way: what tells the two apart is the call itself
+    import transformers
+
+    calls = []
+    load = transformers.AutoTokenizer.from_pretrained
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda path, **kwargs: calls.append((path, kwargs)) or load(path, **kwargs))
+    folder, _ = hf_tokenizer
+    HFCounter(folder)
+    assert calls == [(str(folder), {"local_files_only": True})]

@@ -8,7 +8,6 @@ import pytest
 
 from pinfeatures.errors import ConfigError
 from pinfeatures.evaluate.metrics import (
-    dcg,
     paired_bootstrap,
     per_query_ndcg,
     per_query_spearman,
@@ -59,7 +58,6 @@ def test_ndcg_single_pin_and_several_queries():
     assert out["ndcg"][0] == 1.0
     # q: DCG = 1 + 3/log2(3) = 2.89279; IDCG = 3 + 1/log2(3) = 3.63093
     assert out["ndcg"][1] == pytest.approx(2.892789 / 3.630930, abs=1e-6)
-    assert dcg([3, 1], 10) == pytest.approx(3.630930, abs=1e-6)
 
 
 def test_ndcg_bad_k_and_gain():
@@ -185,3 +183,16 @@ def test_ndcg_with_nothing_to_gain_is_one():
     # an ideal DCG of exactly 1: label 1 ranked second -> (1 / log2 3) / 1
     low = frame([("q", "a", 0, 0.9), ("q", "b", 1, 0.1)])
     assert per_query_ndcg(low, k=10, gain="linear")["ndcg"].to_list() == [pytest.approx(1 / math.log2(3))]
+
+
+def test_rank_average_gives_ties_their_mean_rank():
+    from pinfeatures.evaluate.metrics import _rank_average
+
+    # ranks 1..n in value order; a tie shares the mean of its ranks; a NaN ties with nothing and
+    # sorts last, in input order
+    x = np.array([3.0, 1.0, 3.0, 2.0, np.nan, 3.0, np.nan, -np.inf])
+    assert _rank_average(x).tolist() == [5.0, 2.0, 5.0, 3.0, 7.0, 5.0, 8.0, 1.0]
+    assert _rank_average(np.array([0.5, 0.5])).tolist() == [1.5, 1.5]
+    # a stable sort: NaNs in input order however many there are (numpy's default sort is not stable)
+    assert _rank_average(np.array([np.nan, 1.0] * 20)).tolist() == [v for i in range(20) for v in (21.0 + i, 10.5)]
+    assert _rank_average(np.array([])).tolist() == []
