@@ -229,7 +229,10 @@ def test_the_folded_class_holds_only_characters_that_fold_to_themselves():
     on the characters that could combine if the class let them in: their neighbours are here)."""
     from pinfeatures.build.scrub import _folded_class
 
-    pattern = f"^[{_folded_class()}]*$"  # Rust regex syntax (\\x{...}): matched by Polars, as _fold_many does
+    # built afresh (not lru_cache's copy: a test that only reads a cached class cannot fail on how it is built)
+    cls = _folded_class.__wrapped__()
+    assert cls == _folded_class()
+    pattern = f"^[{cls}]*$"  # Rust regex syntax (\\x{...}): matched by Polars, as _fold_many does
     every = pl.Series([chr(cp) for cp in range(0x20, 0x30000) if not 0xD800 <= cp < 0xE000], dtype=pl.Utf8)
     members = every.filter(every.str.contains(pattern)).to_list()
     assert [c for c in members if _fold(c, MAX_PHRASE_CHARS) != c] == []
@@ -248,6 +251,15 @@ def test_the_folded_class_holds_only_characters_that_fold_to_themselves():
     combining = ["가\u11a8", "\u1100\u1161", "e\u0301", "\u05d0\u0591\u05b0"]
     folded = _fold_many(pl.Series("text", texts + combining, dtype=pl.Utf8), MAX_PHRASE_CHARS, fast_min_strings=0)
     assert folded.to_list() == texts + ["각", "가", "é", "\u05d0\u05b0\u0591"]
+
+
+def test_char_class_merges_adjacent_code_points_into_ranges():
+    from pinfeatures.build.scrub import _char_class, _fast_fold_class
+
+    assert _char_class([(0x20, 0x25)], [0x26, 0x27, 0x41, 0x43, 0x44]) == "\\x{20}-\\x{27}\\x{41}\\x{43}-\\x{44}"
+    assert _char_class([(0x30, 0x30)], []) == "\\x{30}"
+    # the agreed class, built afresh, starts with ASCII but `&`
+    assert _fast_fold_class.__wrapped__().startswith("\\x{0}-\\x{25}\\x{27}-\\x{7f}")
 
 
 def test_column_fold_sends_disagreeing_characters_to_python():
