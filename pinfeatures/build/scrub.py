@@ -306,12 +306,12 @@ def _char_class(ranges: list[tuple[int, int]], codepoints: Iterable[int]) -> str
 def update_where(values: pl.Series, where: pl.Series, step: Callable[[pl.Series], pl.Series]) -> pl.Series:
     """`values` with `step` applied to the non-null elements where `where` is true, and only to
     them: the costly steps run on the few strings that need them, not on the whole column.
-    It writes into `values` (Series.scatter does) and returns it: give it a Series nothing else
-    reads, or a clone (cheap: shared data)."""
+    A new Series: `values` stays as it was (Series.scatter writes into the Series it is called on,
+    so it gets a clone, which shares the data until written)."""
     index = (where.fill_null(False) & values.is_not_null()).arg_true()
     if index.len() == 0:
         return values
-    return values.scatter(index, step(values.gather(index)))
+    return values.clone().scatter(index, step(values.gather(index)))
 
 
 def _as_series(values: Iterable[str | None] | pl.Series) -> pl.Series:

@@ -50,7 +50,7 @@ def _clean_until_stable(series: pl.Series) -> pl.Series:
         if todo.len() == 0:
             break
         before = current.gather(todo)
-        after = _clean_pass(before.clone())  # update_where writes into its input: keep `before` as it was
+        after = _clean_pass(before)
         unsettled = (after != before) & after.str.contains("[&<]")
         current = current.scatter(todo, after)
         todo = todo.filter(unsettled)

@@ -312,6 +312,7 @@ def test_update_where_leaves_values_where_the_mask_is_null():
     values = pl.Series("v", ["a", "b", None, "d"])
     out = update_where(values, pl.Series([None, True, True, False]), lambda s: s.str.to_uppercase())
     assert (out.name, out.to_list()) == ("v", ["a", "B", None, "d"])
+    assert values.to_list() == ["a", "b", None, "d"]  # the input is not written into
 
 
 def test_raw_prefix_grows_until_it_yields_more_than_twice_the_cap_plus_one():
