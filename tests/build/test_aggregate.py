@@ -69,6 +69,22 @@ def test_board_titles_normalised_merged_and_ranked():
     assert agg.pin_boards.schema["boards"] == pl.List(pl.Utf8)
 
 
+@pytest.mark.parametrize("titles", [[None, "  ", "anna@example.com"], [None, None, None], None])
+def test_board_titles_with_no_title_left_give_no_rows(titles):
+    """Null, blank and personal-data-only titles (or no title column) count for nothing: no pin
+    gets a list, and none gets an empty one."""
+    from pinfeatures.build.aggregate import board_titles
+
+    saves = pl.DataFrame({"pin_id": ["p", "p", "q"], "board_id": ["b1", "b2", "b3"]})
+    boards = pl.DataFrame({"board_id": ["b1", "b2", "b3"]})
+    if titles is not None:
+        boards = boards.with_columns(pl.Series("title", titles, dtype=pl.Utf8))
+    pin_boards, _ = board_titles(saves, boards)
+    assert pin_boards.height == 0 and pin_boards.schema == {"pin_id": pl.Utf8, "boards": pl.List(pl.Utf8)}
+    mixed = boards.with_columns(pl.Series("title", ["Cakes", " ", None], dtype=pl.Utf8))
+    assert board_titles(saves, mixed)[0].rows() == [("p", ["cakes"])]
+
+
 @pytest.mark.parametrize("k, expected", [(1, ["cakes"]), (2, ["cakes", "apple pie"]), (3, ["cakes", "apple pie", "dinner"])])
 def test_board_titles_top_k(k, expected):
     saves, boards = board_case()
