@@ -71,7 +71,10 @@ def run_sql(con: duckdb.DuckDBPyConnection, name: str, params: Mapping[str, Any]
 
 @lru_cache(maxsize=None)
 def _statements(text: str) -> tuple[str, ...]:
-    """A file's statements, one at a time: DuckDB takes prepared parameters only in the last
-    statement of a script. Statements end with `;` at the end of a line (our SQL files keep to it)."""
-    chunks = [chunk.strip() for chunk in text.split(";\n")]
-    return tuple(c for c in chunks if any(line.strip() and not line.strip().startswith("--") for line in c.splitlines()))
+    """A file's statements, one at a time, without their whole-line comments (so a `$name` or a
+    `;` in a comment is neither a parameter nor the end of a statement): DuckDB takes prepared
+    parameters only in the last statement of a script. Statements end with `;` at the end of a
+    line (our SQL files keep to it)."""
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+    chunks = [chunk.strip() for chunk in code.split(";\n")]
+    return tuple(c for c in chunks if c)

@@ -1,93 +1,94 @@
--- Every (query, pin) pair, scored, with the privacy verdict.
+-- Every (query, pin) pair, scored, and the pairs that pass the privacy threshold.
 --
--- In:   engagements(query, pin_id, action, user_id, country, locale): valid rows (user_id,
---       country and locale are NULL when the input has no such column); query_norm(raw_query,
---       events, qid) and query_names(qid, query) (query_norm.sql; qid: an integer id of the
---       normalised query, NULL when scrubbing left nothing); action_weights(action, weight): one row per action (config
---       `action_weights`).
+-- In:   raw_parts (query_norm.sql); query_remap(raw_query, query): each raw query whose normal
+--       form differs from it ('' when scrubbing left nothing: its events are dropped and counted
+--       in the manifest); engagements(query, pin_id, action, user_id) and action_weights as for
+--       query_norm.sql (user_id NULL when the input has no such column).
 -- Params: $min_users  the privacy threshold k;
---         $use_users  true: k distinct users; false (no user_id column): k engaged events.
--- Out:  TEMP TABLE pair_parts: the events, grouped, in two kinds of rows (row_kind):
---         'events': qid, pin_id, country, locale (as written), events, engaged_events
---                   (non-impression), score (action-weighted events);
---         'user':   qid, pin_id, user_id: one row per distinct user with an engaged event
---                   through the pair (the other columns NULL);
---       TEMP TABLE query_pairs: qid, pin_id, events (all), engaged_events, users
---       (distinct users over engaged events), score, country (most frequent, ties by name; NULL
---       unless kept: no output shows another pair's), kept (passes the threshold).
--- Rules: impressions alone never qualify a query (engaged_events > 0); a query that is empty
---       after scrubbing is dropped. Scores are summed as DECIMAL so the sum, and so every tie,
---       is the same whatever order the threads add in.
--- Why one table of two kinds: joining every event (a real log has tens of millions) to its
---       normalised query is the costly part; DuckDB streams the joined events to both halves of
---       the UNION ALL at once, and everything after (here and in query_parts.sql) reads the
---       groups, not the events.
--- Why qid: the joined events are materialised once for the two halves and grouped twice; an
---       integer key in place of the query text makes both cost half (1M-pin benchmark: 5.6 ->
---       3.8 s). Readers join query_names for the text of the pairs they show (the kept ones).
-CREATE OR REPLACE TEMP TABLE pair_parts AS
-WITH events AS (
-    SELECT n.qid,
-           e.pin_id,
-           e.country,
-           e.locale,
-           e.user_id,
-           CAST(w.weight AS DECIMAL(18, 6)) AS weight,
-           e.action <> 'impression' AS engaged
-    FROM engagements AS e
-    JOIN query_norm AS n ON e.query = n.raw_query
-    JOIN action_weights AS w ON e.action = w.action
-    WHERE n.qid IS NOT NULL
-)
-SELECT 'events' AS row_kind, qid, pin_id, country, locale, NULL::VARCHAR AS user_id,
-       count(*) AS events,
-       count(*) FILTER (WHERE engaged) AS engaged_events,
-       sum(weight) AS score
-FROM events
-GROUP BY qid, pin_id, country, locale
-UNION ALL
-SELECT DISTINCT 'user', qid, pin_id, NULL, NULL, user_id, NULL, NULL, NULL
-FROM events
-WHERE engaged AND user_id IS NOT NULL;
+--         $use_users  true: k distinct users; false (no user_id column): k engaged events;
+--         $all_queries  true (a shard): every query's users are wanted (query_parts.sql).
+-- Out:  TEMP VIEW pair_parts(query, pin_id, country, locale, events, engaged_events, score):
+--       raw_parts under their normalised query (raw queries that normalise alike fall together),
+--       none with an empty query;
+--       TEMP TABLE query_pairs(query, pin_id, events, engaged_events, score): every pair, all
+--       events (impressions too) summed;
+--       TEMP TABLE pair_users(query, pin_id, user_id): one row per distinct user with an engaged
+--       event through the pair, for every pair of the queries that have a pair that can pass
+--       (engaged_events >= k: a pair has at most that many users), or of every query with
+--       $all_queries; empty without $use_users;
+--       TEMP TABLE passing_pairs(query, pin_id, events, engaged_events, users, score, country):
+--       the pairs that pass the threshold, with their distinct users over engaged events (0
+--       without $use_users) and
+--       their most frequent country (ties by name; NULL when no event has one).
+-- Rules: impressions alone never qualify a query (engaged_events > 0).
+-- Why the users come apart: distinct users need every engaged event's user, a second read of the
+--       events; only the events of queries that can pass are read (1M-pin benchmark: 7.6k of
+--       3.9M queries), and of those, only the engaged ones.
+CREATE OR REPLACE TEMP VIEW pair_parts AS
+SELECT coalesce(m.query, r.raw_query) AS query,
+       r.pin_id, r.country, r.locale, r.events, r.engaged_events, r.score
+FROM raw_parts AS r
+LEFT JOIN query_remap AS m USING (raw_query)
+WHERE coalesce(m.query, r.raw_query) <> '';
 
 CREATE OR REPLACE TEMP TABLE query_pairs AS
-WITH per_pair AS (
-    SELECT qid, pin_id,
-           sum(events) AS events,
-           sum(engaged_events) AS engaged_events,
-           sum(score) AS score
-    FROM pair_parts
-    WHERE row_kind = 'events'
-    GROUP BY qid, pin_id
+SELECT query, pin_id, sum(events) AS events, sum(engaged_events) AS engaged_events, sum(score) AS score
+FROM pair_parts
+GROUP BY query, pin_id;
+
+-- the raw queries of those queries: the ones remapped to them, and each query itself (a normal
+-- form is its own: it is never remapped, and it is a raw query too wherever one was typed so)
+CREATE OR REPLACE TEMP TABLE candidate_raw AS
+WITH candidates AS (
+    SELECT DISTINCT query
+    FROM query_pairs
+    WHERE $all_queries OR (engaged_events > 0 AND engaged_events >= $min_users)
+)
+SELECT m.raw_query, m.query
+FROM query_remap AS m
+SEMI JOIN candidates AS c USING (query)
+UNION ALL
+SELECT query AS raw_query, query
+FROM candidates;
+
+CREATE OR REPLACE TEMP TABLE pair_users AS
+SELECT DISTINCT c.query, e.pin_id, e.user_id
+FROM engagements AS e
+JOIN candidate_raw AS c ON e.query = c.raw_query
+SEMI JOIN action_weights AS w ON e.action = w.action
+WHERE $use_users AND e.action <> 'impression' AND e.user_id IS NOT NULL;
+
+-- raw_parts of those queries, under their query (a join to a few thousand raw queries, not a
+-- map of every one): what the country and locale votes read
+CREATE OR REPLACE TEMP VIEW candidate_parts AS
+SELECT c.query, r.pin_id, r.country, r.locale, r.events
+FROM raw_parts AS r
+JOIN candidate_raw AS c USING (raw_query);
+
+CREATE OR REPLACE TEMP TABLE passing_pairs AS
+WITH users AS (
+    SELECT query, pin_id, count(*) AS users
+    FROM pair_users
+    GROUP BY query, pin_id
 ),
-users AS (
-    SELECT qid, pin_id, count(*) AS users
-    FROM pair_parts
-    WHERE row_kind = 'user'
-    GROUP BY qid, pin_id
-),
-pairs AS (
-    SELECT p.qid,
-           p.pin_id,
-           p.events,
-           p.engaged_events,
-           coalesce(u.users, 0) AS users,
-           p.score,
-           p.engaged_events > 0
-             AND (CASE WHEN $use_users THEN coalesce(u.users, 0) ELSE p.engaged_events END) >= $min_users AS kept
-    FROM per_pair AS p
-    LEFT JOIN users AS u USING (qid, pin_id)
+passing AS (
+    SELECT p.query, p.pin_id, p.events, p.engaged_events, coalesce(u.users, 0) AS users, p.score
+    FROM query_pairs AS p
+    LEFT JOIN users AS u USING (query, pin_id)
+    -- a pair has at most as many users as engaged events: that cheap test first, before the join
+    WHERE p.engaged_events > 0 AND p.engaged_events >= $min_users
+      AND (CASE WHEN $use_users THEN coalesce(u.users, 0) ELSE p.engaged_events END) >= $min_users
 ),
 countries AS (
-    -- the vote of the kept pairs only: an ordered aggregate over every pair costs seconds
-    SELECT qid, pin_id, first(country ORDER BY events DESC, country ASC) AS country
-    FROM (SELECT qid, pin_id, country, sum(events) AS events
-          FROM pair_parts
-          SEMI JOIN (SELECT qid, pin_id FROM pairs WHERE kept) AS k USING (qid, pin_id)
-          WHERE row_kind = 'events' AND country IS NOT NULL
-          GROUP BY qid, pin_id, country)
-    GROUP BY qid, pin_id
+    -- the vote of the passing pairs only: an ordered aggregate over every pair costs seconds
+    SELECT query, pin_id, first(country ORDER BY events DESC, country ASC) AS country
+    FROM (SELECT query, pin_id, country, sum(events) AS events
+          FROM candidate_parts
+          SEMI JOIN passing USING (query, pin_id)
+          WHERE country IS NOT NULL
+          GROUP BY query, pin_id, country)
+    GROUP BY query, pin_id
 )
 SELECT p.*, c.country
-FROM pairs AS p
-LEFT JOIN countries AS c USING (qid, pin_id);
+FROM passing AS p
+LEFT JOIN countries AS c USING (query, pin_id);

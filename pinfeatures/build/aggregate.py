@@ -23,7 +23,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import duckdb
 import polars as pl
 
-from pinfeatures.build.scrub import normalize_phrases
+from pinfeatures.build.scrub import MAX_PHRASE_CHARS, NORMAL_EXCLUDED_WORD, NORMAL_MAX_CHARS, normal_phrase_pattern, normalize_phrases
 from pinfeatures.errors import ConfigError, InputError
 from pinfeatures.progress import warn
 from pinfeatures.sqlrun import connect, duckdb_arrow, run_sql
@@ -140,7 +140,7 @@ def aggregate(
         con.register("action_weights", weights.to_arrow())
 
         _register_query_norm(con)
-        run_sql(con, "query_pairs", {"min_users": query_min_users, "use_users": use_users})
+        run_sql(con, "query_pairs", {"min_users": query_min_users, "use_users": use_users, "all_queries": query_parts})
         run_sql(con, "query_parts", {"all_queries": query_parts})
         pin_queries = run_sql(con, "top_queries", {"top_k": query_top_k}).pl()
         query_pins = run_sql(con, "query_pins", {"use_users": use_users}).pl()
@@ -148,7 +148,7 @@ def aggregate(
         if query_parts:
             parts = {name: con.sql(f"SELECT * FROM {name}").pl() for name in QUERY_PARTS}
         else:
-            con.execute("CREATE TEMP VIEW kept_pairs AS SELECT n.query, q.pin_id, q.score FROM query_pairs AS q JOIN query_names AS n USING (qid) WHERE q.kept")
+            con.execute("CREATE TEMP VIEW kept_pairs AS SELECT query, pin_id, score FROM passing_pairs")
             query_traffic = _query_rows(con, use_users, query_top_pins)
         stats_row = run_sql(con, "query_stats").fetchall()[0]
         memory = memory_stats(con, temp_directory)
@@ -201,24 +201,17 @@ def _register_input(con: Any, name: str, table: pl.DataFrame | Sequence[Path]) -
 
 
 def _register_query_norm(con: Any) -> None:
-    """query_norm(raw_query, events, qid) and query_names(qid, query): sql/query_norm.sql's
-    distinct raw queries, normalised in one call, each normalised query given an integer id (the
-    first row's index that has it; NULL for '': nothing left after scrubbing)."""
-    raw = run_sql(con, "query_norm").pl()
-    normalised = raw.with_columns(normalize_phrases(raw.get_column("raw_query")).alias("query")).with_row_index("row")
-    # a group-by on the text gives each distinct normalised query its id (0.4 s for 3.9M)
-    normalised = normalised.with_columns(
-        pl.when(pl.col("query") != "").then(pl.col("row").min().over("query")).alias("qid")
-    )
-    names = normalised.filter(pl.col("row") == pl.col("qid")).select("qid", "query")
-    con.register("query_norm_frame", duckdb_arrow(normalised.select("raw_query", "events", "qid")))
-    con.register("query_names_frame", duckdb_arrow(names))
-    # tables of DuckDB's own (under its memory limit, spillable): the frames are freed at once
-    # instead of staying in Python beside DuckDB's join on them (millions of strings at a long tail)
-    con.execute("CREATE TEMP TABLE query_norm AS SELECT * FROM query_norm_frame")
-    con.execute("CREATE TEMP TABLE query_names AS SELECT * FROM query_names_frame")
-    con.unregister("query_norm_frame")
-    con.unregister("query_names_frame")
+    """raw_parts and query_remap(raw_query, query) for query_pairs.sql: sql/query_norm.sql's raw
+    queries that `normal_phrases` cannot vouch for, normalised in one call, and kept where their
+    normal form differs ('' when scrubbing left nothing)."""
+    rule = {"normal_pattern": normal_phrase_pattern(), "normal_max_chars": min(NORMAL_MAX_CHARS, MAX_PHRASE_CHARS),
+            "normal_excluded_word": NORMAL_EXCLUDED_WORD}
+    raw = run_sql(con, "query_norm", rule).pl()
+    remap = raw.with_columns(normalize_phrases(raw.get_column("raw_query")).alias("query")).filter(pl.col("query") != pl.col("raw_query"))
+    con.register("query_remap_frame", duckdb_arrow(remap))
+    # a table of DuckDB's own (under its memory limit, spillable): the frame is freed at once
+    con.execute("CREATE OR REPLACE TEMP TABLE query_remap AS SELECT * FROM query_remap_frame")
+    con.unregister("query_remap_frame")
 
 
 def memory_stats(con: Any, temp_directory: Path | None) -> dict[str, Any]:

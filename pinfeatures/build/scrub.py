@@ -247,12 +247,17 @@ which take the other paths): the check runs in Python once per process, 0.3 s in
 @lru_cache(maxsize=1)
 def _folded_class() -> str:
     """A regex character class of the characters a short text may hold and be its own `_fold`:
-    ASCII but capitals, controls and `&`, and the non-ASCII characters c with `_fold(c) == c`
-    (not in `_fold_table`, NFKC(c) == c, c.casefold() == c) that cannot combine with a
-    neighbour, so that NFKC and case folding of the whole text are those of its characters one
-    by one: no combining class (nothing to reorder), not the second half of a canonical
-    composition (nothing composes), no Hangul jamo (composed by rule, not by table).
-    Unassigned code points are left out."""
+    ASCII but capitals, controls and `&`, and `_folded_codepoints`."""
+    return _char_class([(0x20, 0x25), (0x27, 0x40), (0x5B, 0x7E)], _folded_codepoints())
+
+
+@lru_cache(maxsize=1)
+def _folded_codepoints() -> tuple[int, ...]:
+    """The non-ASCII characters c with `_fold(c) == c` (not in `_fold_table`, NFKC(c) == c,
+    c.casefold() == c) that cannot combine with a neighbour, so that NFKC and case folding of a
+    text of them are those of its characters one by one: no combining class (nothing to reorder),
+    not the second half of a canonical composition (nothing composes), no Hangul jamo (composed
+    by rule, not by table). Unassigned code points are left out."""
     table = _fold_table()
     seconds = set()
     for cp in range(FOLDED_CLASS_LIMIT):
@@ -262,13 +267,47 @@ def _folded_class() -> str:
             if len(parts) == 2:
                 seconds.add(int(parts[1], 16))
     jamo = (range(0x1100, 0x1200), range(0xA960, 0xA980), range(0xD7B0, 0xD800))
-    folded = [
+    return tuple(
         cp for cp in range(0x80, FOLDED_CLASS_LIMIT)
         if cp not in table and cp not in seconds and not any(cp in block for block in jamo)
         and unicodedata.category(chr(cp)) not in ("Cn", "Cs") and not unicodedata.combining(chr(cp))
         and unicodedata.normalize("NFKC", chr(cp)) == chr(cp) and chr(cp).casefold() == chr(cp)
-    ]
-    return _char_class([(0x20, 0x25), (0x27, 0x40), (0x5B, 0x7E)], folded)
+    )
+
+
+NORMAL_MAX_CHARS = 64
+"""`normal_phrases` vouches only for text this short (and within the caller's max_chars): `_fold`
+folds such text whole, so no word is dropped, and `_folded_class` is about exactly such text."""
+NORMAL_EXCLUDED_CHARS = "&<>@.:+[({0123456789"
+"""Left out of `normal_phrase_pattern`'s words: every personal-data pattern needs one of them
+(`@`: e-mails; `.`: hosts, URLs, IPv4; `:`: schemes, IPv6; `+` and digits: numbers; `[ ( {`: the
+obfuscated separators), and so do entities (`&`) and tags (`<`, `>`). The spelled-out e-mail
+needs ' dot ' instead: NORMAL_EXCLUDED_WORD."""
+NORMAL_EXCLUDED_WORD = " dot "
+
+
+@lru_cache(maxsize=1)
+def normal_phrase_pattern() -> str:
+    """A full-match regex of phrases already in normal form, in syntax Rust's regex (Polars) and
+    RE2 (DuckDB) read alike: words of `_folded_class` characters but NORMAL_EXCLUDED_CHARS and
+    whitespace, joined by single spaces. Such a phrase (see `normal_phrases` for the rest of the
+    rule) is its own fold, has no tag, entity or untidy space, and no scrub pattern can match it,
+    so `normalize_phrases` gives it back as it is: most queries of a search log are typed so."""
+    allowed = [cp for cp in range(0x21, 0x7F) if chr(cp) not in NORMAL_EXCLUDED_CHARS and not ("A" <= chr(cp) <= "Z")]
+    allowed += [cp for cp in _folded_codepoints() if not chr(cp).isspace()]  # U+1680 is its own fold
+    word = f"[{_char_class([(allowed[0], allowed[0])], allowed[1:])}]+"
+    return f"^{word}(?: {word})*$"
+
+
+def normal_phrases(values: pl.Series, max_chars: int = MAX_PHRASE_CHARS) -> pl.Series:
+    """True where `normalize_phrases(values, max_chars)` is sure to give the value back as it is
+    (null for null): `normal_phrase_pattern`, at most NORMAL_MAX_CHARS and max_chars characters,
+    no NORMAL_EXCLUDED_WORD. sql/query_norm.sql asks DuckDB the same question."""
+    return (
+        (values.str.len_chars() <= min(NORMAL_MAX_CHARS, max_chars))
+        & values.str.contains(normal_phrase_pattern())
+        & ~values.str.contains(NORMAL_EXCLUDED_WORD, literal=True)
+    )
 
 
 @lru_cache(maxsize=1)
@@ -351,6 +390,13 @@ def normalize_phrases(values: Iterable[str | None] | pl.Series, max_chars: int =
 
 def _normalize_chunk(raw: pl.Series, max_chars: int) -> pl.Series:
     """`normalize_phrases` of one chunk, in this thread."""
+    # most phrases are normal already (`normal_phrases`): one regex test each, not every step
+    todo = ~normal_phrases(raw, max_chars)
+    return update_where(raw, todo, lambda rest: _normalize_steps(rest, max_chars))
+
+
+def _normalize_steps(raw: pl.Series, max_chars: int) -> pl.Series:
+    """Every step of `normalize_phrases`, on each string of `raw`."""
     current = _fold_many(raw, max_chars)
     current = update_where(current, current.str.contains("<"), lambda s: s.str.replace_all(TAG_PATTERN, " "))
     # "[<>\s]+ to one space, strip" changes only strings with one of these

@@ -221,6 +221,8 @@ def test_run_sql_runs_a_file_one_statement_at_a_time():
     """DuckDB takes prepared parameters only in a script's last statement: run_sql splits the file."""
     from pinfeatures.sqlrun import _statements
 
-    text = "-- header\n-- In: x\nCREATE TEMP TABLE a AS SELECT $k AS v;\n\n-- a comment only\n;\nSELECT v + $k FROM a\n"
-    assert _statements(text) == ("-- header\n-- In: x\nCREATE TEMP TABLE a AS SELECT $k AS v", "SELECT v + $k FROM a")
-    assert all(len(_statements(load_sql(name))) == n for name, n in (("query_pairs", 2), ("query_parts", 4), ("board_titles", 1)))
+    text = ("-- header, $j;\n-- In: x;\nCREATE TEMP TABLE a AS\n  -- why, with $j;\n  SELECT $k AS v;\n\n-- a comment only\n;\n"
+            "SELECT v + $k FROM a -- $m\n")
+    # whole-line comments go (a `;` or `$name` in them is neither), a comment after code stays
+    assert _statements(text) == ("CREATE TEMP TABLE a AS\n  SELECT $k AS v", "SELECT v + $k FROM a -- $m")
+    assert all(len(_statements(load_sql(name))) == n for name, n in (("query_norm", 2), ("query_pairs", 6), ("query_parts", 4), ("board_titles", 1)))

@@ -359,3 +359,94 @@ def test_column_fold_turns_every_ascii_control_character_into_a_space():
     values = ["a\x00b", "a\x1fb", "a\x7fb", "A\x7fB", "ｃａｋｅ\x7f!"]
     folded = _fold_many(pl.Series("text", values), MAX_PHRASE_CHARS, fast_min_strings=0)
     assert folded.to_list() == ["a b", "a b", "a b", "a b", "cake !"] == [_fold(v, MAX_PHRASE_CHARS) for v in values]
+
+
+# -- normal phrases: the shortcut past every step ------------------------------------------------
+NORMAL_ALPHABET = list("az!'-/_~é가中жا") + ["\u1680", "\u00a0", "\u3000", " ", " ", "\t"] + list("AZ&<>@.:+[({09") + [" dot ", " at ", "ß", "\u0301", "٣"]
+
+
+@given(st.lists(st.sampled_from(NORMAL_ALPHABET), max_size=24).map("".join))
+@settings(max_examples=400, deadline=None)
+def test_a_normal_phrase_is_its_own_normal_form(text):
+    from pinfeatures.build.scrub import _normalize_steps, normal_phrases
+
+    if normal_phrases(pl.Series([text]))[0]:
+        assert _normalize_steps(pl.Series([text]), MAX_PHRASE_CHARS).to_list() == [text]
+
+
+@pytest.mark.parametrize("text, normal", [
+    ("cake", True), ("chocolate cake ideas", True), ("gâteau au chocolat", True), ("쉬운 러닝화", True), ("中文 tutorial", True),
+    ("rock'n'roll / diy_x ~!", True), ("x" * 64, True),
+    ("x" * 65, False), ("", False), ("Cake", False), (" cake", False), ("cake ", False), ("a  b", False), ("a\tb", False),
+    ("a\u1680b", False), ("a\u00a0b", False), ("ß", False), ("e\u0301", False), ("٣", False),
+    ("a&b", False), ("a<b", False), ("a>b", False), ("a@b", False), ("a.b", False), ("a:b", False), ("a+b", False),
+    ("a[b", False), ("a(b", False), ("a{b", False), ("cake 2024", False), ("anna at gmail dot com", False), ("a dotty b", True),
+])
+def test_normal_phrases_cases(text, normal):
+    from pinfeatures.build.scrub import normal_phrases
+
+    assert normal_phrases(pl.Series([text, None])).to_list() == [normal, None]
+
+
+def test_normal_phrases_respect_a_smaller_cap():
+    from pinfeatures.build.scrub import normal_phrases
+
+    assert normal_phrases(pl.Series(["abcde fghij", "abcde"]), 10).to_list() == [False, True]
+    assert normalize_phrases(["abcde fghij"], 10).to_list() == ["abcde"]
+
+
+def _python_syntax(pattern: str) -> str:
+    return pattern.replace("(?-u:\\b)", "\\b")
+
+
+@pytest.mark.parametrize("name", sorted(PII_PATTERNS) + ["obfuscated_dot", "obfuscated_at"])
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_every_scrub_pattern_needs_what_a_normal_phrase_leaves_out(name, data):
+    """So no scrub pattern can match a normal phrase: each match holds an excluded character or
+    the excluded word (matches drawn from the patterns themselves)."""
+    from pinfeatures.build.scrub import _AT_PATTERN, _DOT_PATTERN, NORMAL_EXCLUDED_CHARS, NORMAL_EXCLUDED_WORD
+
+    pattern = {"obfuscated_dot": _DOT_PATTERN, "obfuscated_at": _AT_PATTERN}.get(name) or PII_PATTERNS[name]
+    match = data.draw(st.from_regex(_python_syntax(pattern), fullmatch=True))
+    assert any(c in NORMAL_EXCLUDED_CHARS for c in match) or NORMAL_EXCLUDED_WORD in match, (name, match)
+
+
+def test_only_phrases_that_are_not_normal_go_through_the_steps(monkeypatch):
+    import pinfeatures.build.scrub as scrub
+
+    seen: list[list[str]] = []
+    steps = scrub._normalize_steps
+    monkeypatch.setattr(scrub, "_normalize_steps", lambda raw, max_chars: seen.append(raw.to_list()) or steps(raw, max_chars))
+    assert normalize_phrases(["cake", "Cake", None, "a  b", "tea"]).to_list() == ["cake", "cake", None, "a b", "tea"]
+    assert seen == [["Cake", "a  b"]]
+
+
+def test_duckdb_and_polars_agree_on_normal_phrases():
+    """sql/query_norm.sql asks DuckDB (RE2) what `normal_phrases` asks Polars (Rust regex): the same
+    pattern string in both engines gives the same answer."""
+    import random
+
+    from pinfeatures.build.scrub import NORMAL_EXCLUDED_WORD, NORMAL_MAX_CHARS, normal_phrase_pattern, normal_phrases
+    from pinfeatures.sqlrun import connect, duckdb_arrow, run_sql
+
+    rng = random.Random(5)
+    texts = ["".join(rng.choice(NORMAL_ALPHABET) for _ in range(rng.randint(0, 12))) for _ in range(3000)]
+    # and phrases of normal words, one character in five of them replaced by any of the alphabet
+    words = [" ".join("".join(rng.choice("az!'-/_~é가中жا") for _ in range(rng.randint(1, 6))) for _ in range(rng.randint(1, 4))) for _ in range(1000)]
+    texts += [w if rng.random() < 0.8 else w.replace(w[0], rng.choice(NORMAL_ALPHABET)) for w in words]
+    texts += ["x" * 64, "x" * 65, "가" * 64, "가" * 65, "a\U0002a6d6b", "\U00030000", "\ud7a3", "a\u0300"]
+    con = connect(threads=1)
+    try:
+        n = len(texts)
+        con.register("engagements", duckdb_arrow(pl.DataFrame({"query": texts, "pin_id": ["p"] * n, "action": ["click"] * n,
+                                                               "country": [None] * n, "locale": [None] * n}, schema_overrides={"country": pl.Utf8, "locale": pl.Utf8})))
+        con.register("action_weights", duckdb_arrow(pl.DataFrame({"action": ["click"], "weight": [1.0]})))
+        asked = run_sql(con, "query_norm", {"normal_pattern": normal_phrase_pattern(), "normal_max_chars": NORMAL_MAX_CHARS,
+                                            "normal_excluded_word": NORMAL_EXCLUDED_WORD}).pl().get_column("raw_query").to_list()
+    finally:
+        con.close()
+    series = pl.Series(texts)
+    expected = set(series.filter(~normal_phrases(series)).to_list())
+    assert set(asked) == expected and len(asked) == len(expected)
+    assert 100 < len(set(texts) - expected) and 100 < len(expected)  # both answers well represented
