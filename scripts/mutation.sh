@@ -3,6 +3,7 @@
 #
 #   nice -n 19 scripts/mutation.sh                        # every module + the hand-written mutants
 #   MUTATE=pinfeatures/build/tokens.py HAND_MUTANTS=0 scripts/mutation.sh   # one module, no hand mutants
+#   MUTATE=none scripts/mutation.sh                       # the hand-written mutants alone
 #   JOBS=2 MUTATION_TIMEOUT=5400 scripts/mutation.sh       # workers; seconds for the whole run (hand-written first)
 #
 # Works on a copy of the committed tree (HEAD) in a temporary folder, so the checkout is never
@@ -56,6 +57,8 @@ declare -A TESTS_OF=(
 )
 # MUTATE="a.py b.py" mutates just those (a quicker run)
 if [ -n "${MUTATE:-}" ]; then read -ra MODULES <<< "$MUTATE"; fi
+# MUTATE=none: the hand-written mutants alone
+if [ "${MUTATE:-}" = none ]; then MODULES=(); fi
 # A pytest plugin for the mutant runs: each mutant's tests run fastest first (by the durations
 # mutmut measured in its stats run), so `-x` stops at the first cheap failing test (mutmut hands
 # them over in set order, so a slow test, a real build, would otherwise often run first); and the
@@ -90,8 +93,14 @@ cat > "$WORK/hand_mutants.txt" <<'EOF'
 sql/query_pairs.sql|ELSE p.engaged_events END) >= $min_users|ELSE p.engaged_events END) > $min_users|SQL
 sql/query_pairs.sql|p.engaged_events > 0|p.engaged_events >= 0|SQL
 sql/query_pairs.sql|coalesce(u.users, 0) ELSE p.engaged_events|p.events ELSE p.engaged_events|SQL
-sql/query_pairs.sql|WHERE n.qid IS NOT NULL|WHERE true|SQL
-sql/query_pairs.sql|WHERE engaged AND user_id IS NOT NULL;|WHERE user_id IS NOT NULL;|SQL
+sql/query_pairs.sql|WHERE coalesce(m.query, r.raw_query) <> '';|WHERE true;|SQL
+sql/query_pairs.sql|SELECT coalesce(m.query, r.raw_query) AS query,|SELECT r.raw_query AS query,|SQL
+sql/query_pairs.sql|WHERE $use_users AND e.action <> 'impression' AND|WHERE $use_users AND|SQL
+sql/query_pairs.sql|(engaged_events > 0 AND engaged_events >= $min_users)|(engaged_events > 0 AND engaged_events > $min_users)|SQL
+sql/query_pairs.sql|SELECT query AS raw_query, query\nFROM candidates;|SELECT query AS raw_query, query\nFROM candidates WHERE false;|SQL
+sql/query_norm.sql|AND NOT contains(raw_query, $normal_excluded_word))|)|SQL
+sql/query_norm.sql|AND NOT (length(raw_query) <= $normal_max_chars|AND NOT (true|SQL
+sql/query_stats.sql|WHERE m.query = ''|WHERE true|SQL
 sql/query_pairs.sql|ORDER BY events DESC, country ASC|ORDER BY events DESC, country DESC|SQL
 sql/top_queries.sql|ORDER BY score DESC, query ASC|ORDER BY score DESC, query DESC|SQL
 sql/top_queries.sql|ORDER BY score DESC, query ASC|ORDER BY score ASC, query ASC|SQL
@@ -102,7 +111,7 @@ sql/board_titles.sql|WHERE title <> ''|WHERE true|SQL
 sql/query_pins.sql|WHERE q.kept|WHERE true|SQL
 sql/queries.sql|ORDER BY score DESC, pin_id ASC|ORDER BY score DESC, pin_id DESC|SQL
 sql/query_parts.sql|lower(trim(locale)) AS locale, sum(events) AS n|lower(trim(locale)) AS locale, count(*) AS n|SQL
-sql/query_parts.sql|WHERE $all_queries OR kept;|WHERE kept;|SQL
+sql/query_parts.sql|FROM query_pairs WHERE $all_queries|FROM query_pairs WHERE false|SQL
 pinfeatures/build/scrub.py|(?:{_SEP}[0-9]){{8,}}|(?:{_SEP}[0-9]){{9,}}|tests/build/test_scrub.py
 pinfeatures/build/scrub.py|"phone_local": r"{_B}[0-9]{3}[.\-][0-9]{4}{_B}"|"phone_local": r"{_B}[0-9]{3}[\-][0-9]{4}{_B}"|tests/build/test_scrub.py
 pinfeatures/build/scrub.py|(?:\.[0-9]{1,3}){3}{_B}|(?:\.[0-9]{1,3}){2}{_B}|tests/build/test_scrub.py

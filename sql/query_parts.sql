@@ -6,8 +6,8 @@
 --         here, the only ones queries.sql reads (a fraction of a long-tail log's distinct queries).
 -- Out:  TEMP TABLE query_traffic(query, events, engaged_events): each query's events over this
 --       input's pins (passing pairs or not), for the queries $all_queries asks for;
---       TEMP TABLE query_users(query, user_id): the distinct users with an engaged event through
---       the query;
+--       TEMP TABLE query_users(query, user_id): the users with an engaged event through the query
+--       (each once with $all_queries; once per pin otherwise);
 --       TEMP TABLE query_locales(query, lang, n): events per language subtag of a well-formed
 --       `locale` (en_US, fr-FR, pt_BR.UTF-8, zh-Hant-TW -> en, fr, pt, zh-tw).
 -- Why parts: a query's pins are spread over the shards of a sharded build; sums, a union of
@@ -24,11 +24,18 @@ SEMI JOIN part_queries USING (query)
 GROUP BY query;
 
 -- pair_users holds every user of these queries: each has a passing pair ($all_queries: every
--- query with an engaged event, and a query without one has no users)
+-- query with an engaged event, and a query without one has no users). A shard's parts are made
+-- distinct (they are written out); the whole input's are only counted, distinct, by queries.sql.
 CREATE OR REPLACE TEMP TABLE query_users AS
 SELECT DISTINCT query, user_id
 FROM pair_users
-SEMI JOIN part_queries USING (query);
+SEMI JOIN part_queries USING (query)
+WHERE $all_queries
+UNION ALL
+SELECT query, user_id
+FROM pair_users
+SEMI JOIN part_queries USING (query)
+WHERE NOT $all_queries;
 
 -- the locale is lower-cased and parsed once per (query, locale), not once per group of raw_parts
 -- (MATERIALIZED: DuckDB would otherwise push the parse below the grouping)

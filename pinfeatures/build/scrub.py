@@ -148,19 +148,70 @@ _WS_RE = re.compile(r"\s+")
 def _fold_table() -> dict[int, str | None]:
     """str.translate table for phrases: format characters (Cf) removed, controls (Cc) and line /
     paragraph separators to a space, lone surrogates to U+FFFD, decimal digits of every script
-    to ASCII."""
+    to ASCII (`_unicode_ranges`)."""
+    ranges = _unicode_ranges()
     table: dict[int, str | None] = {}
+    for kind, replacement in (("format", None), ("space", " "), ("surrogate", "\ufffd"), ("digit", "")):
+        for first, last in ranges[kind]:
+            for cp in range(first, last + 1):
+                table[cp] = str(unicodedata.decimal(chr(cp))) if kind == "digit" else replacement
+    return table
+
+
+@lru_cache(maxsize=1)
+def _unicode_ranges() -> dict[str, tuple[tuple[int, int], ...]]:
+    """The code point ranges (first, last) `_fold_table` and `_folded_codepoints` are made of:
+    stored in pinfeatures.build.unicode_tables for this Python's Unicode version (working them
+    out takes ~0.25 s, once per process: every build and every shard worker), else
+    `_computed_unicode_ranges`."""
+    from pinfeatures.build.unicode_tables import TABLES
+
+    return TABLES.get(unicodedata.unidata_version) or _computed_unicode_ranges()
+
+
+def _computed_unicode_ranges() -> dict[str, tuple[tuple[int, int], ...]]:
+    """`_unicode_ranges` worked out from unicodedata: format (Cf), space (Cc, Zl, Zp), surrogate
+    (Cs: a lone surrogate from a JSON escape cannot be written as UTF-8), digit (Nd above ASCII),
+    and folded (see `_folded_codepoints`)."""
+    kinds: dict[str, list[int]] = {"format": [], "space": [], "surrogate": [], "digit": []}
     for cp in range(sys.maxunicode + 1):
         cat = unicodedata.category(chr(cp))
         if cat == "Cf":
-            table[cp] = None
+            kinds["format"].append(cp)
         elif cat in ("Cc", "Zl", "Zp"):
-            table[cp] = " "
-        elif cat == "Cs":  # a lone surrogate (from a JSON escape) cannot be written as UTF-8
-            table[cp] = "\ufffd"
+            kinds["space"].append(cp)
+        elif cat == "Cs":
+            kinds["surrogate"].append(cp)
         elif cat == "Nd" and cp > 0x7F:
-            table[cp] = str(unicodedata.decimal(chr(cp)))
-    return table
+            kinds["digit"].append(cp)
+    in_table = {cp for cps in kinds.values() for cp in cps}
+    seconds = set()
+    for cp in range(FOLDED_CLASS_LIMIT):
+        decomposition = unicodedata.decomposition(chr(cp))
+        if decomposition and not decomposition.startswith("<"):  # canonical
+            parts = decomposition.split()
+            if len(parts) == 2:
+                seconds.add(int(parts[1], 16))
+    jamo = (range(0x1100, 0x1200), range(0xA960, 0xA980), range(0xD7B0, 0xD800))
+    kinds["folded"] = [
+        cp for cp in range(0x80, FOLDED_CLASS_LIMIT)
+        if cp not in in_table and cp not in seconds and not any(cp in block for block in jamo)
+        and unicodedata.category(chr(cp)) not in ("Cn", "Cs") and not unicodedata.combining(chr(cp))
+        and unicodedata.normalize("NFKC", chr(cp)) == chr(cp) and chr(cp).casefold() == chr(cp)
+    ]
+    return {kind: _ranges(cps) for kind, cps in kinds.items()}
+
+
+def _ranges(codepoints: Iterable[int], runs_before: Iterable[tuple[int, int]] = ()) -> tuple[tuple[int, int], ...]:
+    """Ascending code points as inclusive (first, last) runs, after `runs_before` (ascending,
+    below them; the first code point may extend the last of them)."""
+    runs = list(runs_before)
+    for cp in codepoints:
+        if runs and cp == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], cp)
+        else:
+            runs.append((cp, cp))
+    return tuple(runs)
 
 
 _CUT_TAIL = "0123456789+().-/ \u1680"
@@ -257,22 +308,8 @@ def _folded_codepoints() -> tuple[int, ...]:
     c.casefold() == c) that cannot combine with a neighbour, so that NFKC and case folding of a
     text of them are those of its characters one by one: no combining class (nothing to reorder),
     not the second half of a canonical composition (nothing composes), no Hangul jamo (composed
-    by rule, not by table). Unassigned code points are left out."""
-    table = _fold_table()
-    seconds = set()
-    for cp in range(FOLDED_CLASS_LIMIT):
-        decomposition = unicodedata.decomposition(chr(cp))
-        if decomposition and not decomposition.startswith("<"):  # canonical
-            parts = decomposition.split()
-            if len(parts) == 2:
-                seconds.add(int(parts[1], 16))
-    jamo = (range(0x1100, 0x1200), range(0xA960, 0xA980), range(0xD7B0, 0xD800))
-    return tuple(
-        cp for cp in range(0x80, FOLDED_CLASS_LIMIT)
-        if cp not in table and cp not in seconds and not any(cp in block for block in jamo)
-        and unicodedata.category(chr(cp)) not in ("Cn", "Cs") and not unicodedata.combining(chr(cp))
-        and unicodedata.normalize("NFKC", chr(cp)) == chr(cp) and chr(cp).casefold() == chr(cp)
-    )
+    by rule, not by table). Unassigned code points are left out (`_unicode_ranges`' folded)."""
+    return tuple(cp for first, last in _unicode_ranges()["folded"] for cp in range(first, last + 1))
 
 
 NORMAL_MAX_CHARS = 64
@@ -333,13 +370,7 @@ def _fast_fold_class() -> str:
 def _char_class(ranges: list[tuple[int, int]], codepoints: Iterable[int]) -> str:
     """The body of a regex character class (Rust syntax): `ranges` (ascending), then
     `codepoints` (ascending, above them), adjacent code points merged into ranges."""
-    ranges = list(ranges)
-    for cp in codepoints:
-        if cp == ranges[-1][1] + 1:
-            ranges[-1] = (ranges[-1][0], cp)
-        else:
-            ranges.append((cp, cp))
-    return "".join(f"\\x{{{lo:x}}}" if lo == hi else f"\\x{{{lo:x}}}-\\x{{{hi:x}}}" for lo, hi in ranges)
+    return "".join(f"\\x{{{lo:x}}}" if lo == hi else f"\\x{{{lo:x}}}-\\x{{{hi:x}}}" for lo, hi in _ranges(codepoints, ranges))
 
 
 def update_where(values: pl.Series, where: pl.Series, step: Callable[[pl.Series], pl.Series]) -> pl.Series:

@@ -450,3 +450,20 @@ def test_duckdb_and_polars_agree_on_normal_phrases():
     expected = set(series.filter(~normal_phrases(series)).to_list())
     assert set(asked) == expected and len(asked) == len(expected)
     assert 100 < len(set(texts) - expected) and 100 < len(expected)  # both answers well represented
+
+
+def test_the_stored_unicode_ranges_are_this_pythons(monkeypatch):
+    """pinfeatures/build/unicode_tables.py (scripts/unicode_tables.py) holds what
+    `_computed_unicode_ranges` works out for this Python's Unicode version; an unknown version is
+    worked out."""
+    import unicodedata
+
+    from pinfeatures.build.scrub import _computed_unicode_ranges, _unicode_ranges
+    from pinfeatures.build.unicode_tables import TABLES
+
+    computed = _computed_unicode_ranges()
+    assert TABLES[unicodedata.unidata_version] == computed == _unicode_ranges.__wrapped__()
+    assert computed["surrogate"] == ((0xD800, 0xDFFF),) and (0x200B, 0x200F) in computed["format"]
+    assert (0x0, 0x1F) in computed["space"] and (0x660, 0x669) in computed["digit"] and (0xAC00, 0xD7A3) in computed["folded"]
+    monkeypatch.setattr(unicodedata, "unidata_version", "0.0.0")
+    assert _unicode_ranges.__wrapped__() == computed
