@@ -104,11 +104,10 @@ sql/query_stats.sql|WHERE m.query = ''|WHERE true|SQL
 sql/query_pairs.sql|ORDER BY events DESC, country ASC|ORDER BY events DESC, country DESC|SQL
 sql/top_queries.sql|ORDER BY score DESC, query ASC|ORDER BY score DESC, query DESC|SQL
 sql/top_queries.sql|ORDER BY score DESC, query ASC|ORDER BY score ASC, query ASC|SQL
-sql/top_queries.sql|WHERE kept|WHERE true|SQL
+sql/top_queries.sql|FROM passing_pairs|FROM query_pairs|SQL
 sql/board_titles.sql|saves * 1000000000 - title_rank|saves * 1000000000 + title_rank|SQL
 sql/board_titles.sql|saves * 1000000000 - title_rank|title_rank|SQL
 sql/board_titles.sql|WHERE title <> ''|WHERE true|SQL
-sql/query_pins.sql|WHERE q.kept|WHERE true|SQL
 sql/queries.sql|ORDER BY score DESC, pin_id ASC|ORDER BY score DESC, pin_id DESC|SQL
 sql/query_parts.sql|lower(trim(locale)) AS locale, sum(events) AS n|lower(trim(locale)) AS locale, count(*) AS n|SQL
 sql/query_parts.sql|FROM query_pairs WHERE $all_queries|FROM query_pairs WHERE false|SQL
