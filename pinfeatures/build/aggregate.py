@@ -23,7 +23,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import duckdb
 import polars as pl
 
-from pinfeatures.build.scrub import MAX_PHRASE_CHARS, NORMAL_EXCLUDED_WORD, NORMAL_MAX_CHARS, normal_phrase_pattern, normalize_phrases
+from pinfeatures.build.scrub import MAX_PHRASE_CHARS, NORMAL_EXCLUDED_WORD, normal_phrase_pattern, normalize_phrases
 from pinfeatures.errors import ConfigError, InputError
 from pinfeatures.progress import warn
 from pinfeatures.sqlrun import connect, duckdb_arrow, run_sql
@@ -204,8 +204,7 @@ def _register_query_norm(con: Any) -> None:
     """raw_parts and query_remap(raw_query, query) for query_pairs.sql: sql/query_norm.sql's raw
     queries that `normal_phrases` cannot vouch for, normalised in one call, and kept where their
     normal form differs ('' when scrubbing left nothing)."""
-    rule = {"normal_pattern": normal_phrase_pattern(), "normal_max_chars": min(NORMAL_MAX_CHARS, MAX_PHRASE_CHARS),
-            "normal_excluded_word": NORMAL_EXCLUDED_WORD}
+    rule = {"normal_pattern": normal_phrase_pattern(), "normal_max_chars": MAX_PHRASE_CHARS, "normal_excluded_word": NORMAL_EXCLUDED_WORD}
     raw = run_sql(con, "query_norm", rule).pl()
     remap = raw.with_columns(normalize_phrases(raw.get_column("raw_query")).alias("query")).filter(pl.col("query") != pl.col("raw_query"))
     con.register("query_remap_frame", duckdb_arrow(remap))

@@ -312,9 +312,6 @@ def _folded_codepoints() -> tuple[int, ...]:
     return tuple(cp for first, last in _unicode_ranges()["folded"] for cp in range(first, last + 1))
 
 
-NORMAL_MAX_CHARS = 64
-"""`normal_phrases` vouches only for text this short (and within the caller's max_chars): `_fold`
-folds such text whole, so no word is dropped, and `_folded_class` is about exactly such text."""
 NORMAL_EXCLUDED_CHARS = "&<>@.:+[({0123456789"
 """Left out of `normal_phrase_pattern`'s words: every personal-data pattern needs one of them
 (`@`: e-mails; `.`: hosts, URLs, IPv4; `:`: schemes, IPv6; `+` and digits: numbers; `[ ( {`: the
@@ -338,10 +335,11 @@ def normal_phrase_pattern() -> str:
 
 def normal_phrases(values: pl.Series, max_chars: int = MAX_PHRASE_CHARS) -> pl.Series:
     """True where `normalize_phrases(values, max_chars)` is sure to give the value back as it is
-    (null for null): `normal_phrase_pattern`, at most NORMAL_MAX_CHARS and max_chars characters,
-    no NORMAL_EXCLUDED_WORD. sql/query_norm.sql asks DuckDB the same question."""
+    (null for null): `normal_phrase_pattern`, at most max_chars characters (nothing to cut; `_fold`
+    folds text that long whole, so no word is dropped), no NORMAL_EXCLUDED_WORD.
+    sql/query_norm.sql asks DuckDB the same question."""
     return (
-        (values.str.len_chars() <= min(NORMAL_MAX_CHARS, max_chars))
+        (values.str.len_chars() <= max_chars)
         & values.str.contains(normal_phrase_pattern())
         & ~values.str.contains(NORMAL_EXCLUDED_WORD, literal=True)
     )
