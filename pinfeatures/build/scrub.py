@@ -4,9 +4,10 @@ Two kinds of text get different treatment:
 
 * phrases typed by people, which are grouped and counted (search queries, board titles) and
   rejected records: `normalize_phrases` folds them so that variants count together and scrubs
-  personal data (see PII_PATTERNS and the README's scrubbing table). DuckDB calls it as a
-  vectorised UDF on DISTINCT values (see sql/), and the pandas baseline calls the same function,
-  so both sides count the same strings.
+  personal data (see PII_PATTERNS and the README's scrubbing table). The aggregate stage calls it
+  once on the distinct raw queries and board titles that are not already in normal form
+  (`normal_phrases`, asked of DuckDB in sql/query_norm.sql), and the pandas baseline calls the
+  same function, so both sides count the same strings.
 * free text shown to the model (titles, descriptions, captions): `clean_text` keeps case
   and script, removes markup and invisible characters, and caps the length.
 
@@ -252,9 +253,10 @@ FAST_FOLD_MIN_STRINGS = 20_000
 """Below this many short non-ASCII strings, `_fold_many` folds them one by one: the character
 table of the fast path takes ~0.5 s to build, more than folding that many strings in Python."""
 AGREED_FOLD_FACTOR = 4
-"""The agreed-characters path (`_fast_fold_class`, ~0.25 s to build once `_folded_class` has
-built the fold table) is taken for at least this many times FAST_FOLD_MIN_STRINGS strings left
-after the already-folded ones: Python folds ~60k short strings in that time."""
+"""The agreed-characters path (`_fast_fold_class`) is taken for at least this many times
+FAST_FOLD_MIN_STRINGS strings left after the already-folded ones when its characters must be
+worked out (~0.25 s: Python folds ~60k short strings in that time); from FAST_FOLD_MIN_STRINGS
+on when they are stored (`_agreed_ranges_stored`)."""
 
 
 def _fold_many(raw: pl.Series, max_chars: int, fast_min_strings: int = FAST_FOLD_MIN_STRINGS) -> pl.Series:
@@ -283,7 +285,7 @@ def _fold_many(raw: pl.Series, max_chars: int, fast_min_strings: int = FAST_FOLD
         candidates = (rest & short).arg_true()
         already = raw.gather(candidates).str.contains(f"^[{_folded_class()}]*$")
         rest = rest.scatter(candidates.filter(already), False)
-    if (rest & short).sum() >= AGREED_FOLD_FACTOR * fast_min_strings:
+    if (rest & short).sum() >= (1 if _agreed_ranges_stored() else AGREED_FOLD_FACTOR) * fast_min_strings:
         agreed = rest & short & raw.str.contains(f"^[{_fast_fold_class()}]*$")
         folded = update_where(folded, agreed, lambda s: s.str.replace_all(_ASCII_CONTROL_PATTERN, " ").str.normalize("NFKC").str.to_lowercase())
         rest = rest & ~agreed
@@ -347,9 +349,31 @@ def normal_phrases(values: pl.Series, max_chars: int = MAX_PHRASE_CHARS) -> pl.S
 
 @lru_cache(maxsize=1)
 def _fast_fold_class() -> str:
-    """A regex character class (ranges, no brackets) of ASCII but `&`, and of the non-ASCII
-    characters Python folds (`_fold`: not in the translate table, NFKC, case fold) exactly as
-    Polars does (NFKC, lower case), checked character by character against this Polars build.
+    """A regex character class (ranges, no brackets) of ASCII but `&`, and `_agreed_ranges`."""
+    return _char_class([(0x00, 0x25), (0x27, 0x7F)], (cp for first, last in _agreed_ranges() for cp in range(first, last + 1)))
+
+
+@lru_cache(maxsize=1)
+def _agreed_ranges() -> tuple[tuple[int, int], ...]:
+    """The non-ASCII characters Python folds (`_fold`) exactly as Polars does: stored in
+    pinfeatures.build.unicode_tables for this Python's Unicode version and this Polars version,
+    else `_computed_agreed_ranges` (~0.25 s)."""
+    from pinfeatures.build.unicode_tables import AGREED
+
+    return AGREED.get((unicodedata.unidata_version, pl.__version__)) or _computed_agreed_ranges()
+
+
+def _agreed_ranges_stored() -> bool:
+    """Whether `_agreed_ranges` costs nothing to get (see AGREED_FOLD_FACTOR)."""
+    from pinfeatures.build.unicode_tables import AGREED
+
+    return (unicodedata.unidata_version, pl.__version__) in AGREED
+
+
+def _computed_agreed_ranges() -> tuple[tuple[int, int], ...]:
+    """The non-ASCII characters Python folds (`_fold`: not in the translate table, NFKC, case
+    fold) exactly as Polars does (NFKC, lower case), checked character by character against this
+    Polars build.
 
     Left out besides: unassigned code points (Python's Unicode version may be older than
     Polars'), and anything whose NFKC holds a capital or final sigma (lower case maps it by
@@ -358,11 +382,10 @@ def _fast_fold_class() -> str:
     chars = [chr(cp) for cp in range(0x80, sys.maxunicode + 1) if cp not in table and unicodedata.category(chr(cp)) != "Cn"]
     nfkc = [unicodedata.normalize("NFKC", c) for c in chars]
     polars_folded = pl.Series(chars, dtype=pl.Utf8).str.normalize("NFKC").str.to_lowercase().to_list()
-    safe = [
+    return _ranges(
         ord(c) for c, n, folded in zip(chars, nfkc, polars_folded)
         if n.casefold() == folded and "&" not in folded and "\u03a3" not in n and "\u03c2" not in n
-    ]
-    return _char_class([(0x00, 0x25), (0x27, 0x7F)], safe)
+    )
 
 
 def _char_class(ranges: list[tuple[int, int]], codepoints: Iterable[int]) -> str:

@@ -337,7 +337,7 @@ def test_column_fold_takes_python_only_for_what_rust_cannot_fold(monkeypatch):
     """The speed of query normalisation rests on this: short ASCII text, text that is its own
     fold and text of agreed characters never reach the one-string `_fold`, each path taken from
     its threshold on (the count of short non-ASCII strings left, at least fast_min_strings, and
-    at least AGREED_FOLD_FACTOR x fast_min_strings)."""
+    at least AGREED_FOLD_FACTOR x fast_min_strings, or fast_min_strings when its characters are stored)."""
     from pinfeatures.build import scrub
 
     seen = []
@@ -347,11 +347,15 @@ def test_column_fold_takes_python_only_for_what_rust_cannot_fold(monkeypatch):
     values = ["Cake", "cake", ascii_64, ascii_65, None, "x&y", "쉬운", "Straße", "ｃａｋｅ", "ＡＢＣ"]
     expected = ["cake", "cake", ascii_64.lower(), ascii_65.lower(), None, "x&y", "쉬운", "strasse", "cake", "abc"]
     # 5 short non-ASCII (or '&') strings: the own-fold path from 5 on; the agreed one from 4 x 1 on
-    for fast_min_strings, python in [(6, ["x&y", "쉬운", "Straße", "ｃａｋｅ", "ＡＢＣ"]), (5, ["x&y", "Straße", "ｃａｋｅ", "ＡＢＣ"]), (1, ["x&y", "Straße"])]:
+    cases = [(True, 6, ["x&y", "쉬운", "Straße", "ｃａｋｅ", "ＡＢＣ"]), (True, 5, ["x&y", "Straße", "ｃａｋｅ", "ＡＢＣ"]), (True, 1, ["x&y", "Straße"]),
+             # 4 left after the own-fold path: agreed from 1 x 2 when stored, from 4 x 2 when worked out
+             (True, 2, ["x&y", "Straße"]), (False, 2, ["x&y", "Straße", "ｃａｋｅ", "ＡＢＣ"]), (False, 1, ["x&y", "Straße"])]
+    for stored, fast_min_strings, python in cases:
+        monkeypatch.setattr(scrub, "_agreed_ranges_stored", lambda stored=stored: stored)
         seen.clear()
         folded = _fold_many(pl.Series("text", values, dtype=pl.Utf8), MAX_PHRASE_CHARS, fast_min_strings=fast_min_strings)
         assert folded.to_list() == expected
-        assert seen == [ascii_65, *python], fast_min_strings
+        assert seen == [ascii_65, *python], (stored, fast_min_strings)
 
 
 def test_column_fold_turns_every_ascii_control_character_into_a_space():
@@ -469,3 +473,21 @@ def test_the_stored_unicode_ranges_are_this_pythons(monkeypatch):
     assert (0x0, 0x1F) in computed["space"] and (0x660, 0x669) in computed["digit"] and (0xAC00, 0xD7A3) in computed["folded"]
     monkeypatch.setattr(unicodedata, "unidata_version", "0.0.0")
     assert _unicode_ranges.__wrapped__() == computed
+
+
+def test_the_stored_agreed_characters_are_this_pythons_and_polars(monkeypatch):
+    """The characters Python and Polars fold alike, stored for this Python and Polars when
+    scripts/unicode_tables.py has run with them (else worked out, as for any other pair)."""
+    import unicodedata
+
+    from pinfeatures.build import scrub
+    from pinfeatures.build.unicode_tables import AGREED
+
+    computed = scrub._computed_agreed_ranges()
+    key = (unicodedata.unidata_version, pl.__version__)
+    assert scrub._agreed_ranges_stored() is (key in AGREED)
+    assert AGREED.get(key, computed) == computed == scrub._agreed_ranges.__wrapped__()
+    # full-width a-z (NFKC then lower case: a-z either way) in, ß (case folding: ss) out
+    assert any(a <= 0xFF41 and 0xFF5A <= b for a, b in computed) and not any(a <= 0xDF <= b for a, b in computed)
+    monkeypatch.setattr(pl, "__version__", "0.0.0")
+    assert not scrub._agreed_ranges_stored() and scrub._agreed_ranges.__wrapped__() == computed
