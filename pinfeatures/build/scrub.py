@@ -183,7 +183,7 @@ def _computed_unicode_ranges() -> dict[str, tuple[tuple[int, int], ...]]:
             kinds["space"].append(cp)
         elif cat == "Cs":
             kinds["surrogate"].append(cp)
-        elif cat == "Nd" and cp > 0x7F:
+        elif cat == "Nd" and not chr(cp).isascii():
             kinds["digit"].append(cp)
     in_table = {cp for cps in kinds.values() for cp in cps}
     seconds = set()
@@ -193,11 +193,12 @@ def _computed_unicode_ranges() -> dict[str, tuple[tuple[int, int], ...]]:
             parts = decomposition.split()
             if len(parts) == 2:
                 seconds.add(int(parts[1], 16))
-    jamo = (range(0x1100, 0x1200), range(0xA960, 0xA980), range(0xD7B0, 0xD800))
+    # (surrogates are in the table; a conjoining jamo's name says which part of a syllable it is)
+    jamo = ("HANGUL CHOSEONG", "HANGUL JUNGSEONG", "HANGUL JONGSEONG")
     kinds["folded"] = [
-        cp for cp in range(0x80, FOLDED_CLASS_LIMIT)
-        if cp not in in_table and cp not in seconds and not any(cp in block for block in jamo)
-        and unicodedata.category(chr(cp)) not in ("Cn", "Cs") and not unicodedata.combining(chr(cp))
+        cp for cp in range(FOLDED_CLASS_LIMIT)
+        if not chr(cp).isascii() and cp not in in_table and cp not in seconds and not unicodedata.name(chr(cp), "").startswith(jamo)
+        and unicodedata.category(chr(cp)) != "Cn" and not unicodedata.combining(chr(cp))
         and unicodedata.normalize("NFKC", chr(cp)) == chr(cp) and chr(cp).casefold() == chr(cp)
     ]
     return {kind: _ranges(cps) for kind, cps in kinds.items()}
@@ -343,7 +344,7 @@ def normal_phrases(values: pl.Series, max_chars: int = MAX_PHRASE_CHARS) -> pl.S
     return (
         (values.str.len_chars() <= max_chars)
         & values.str.contains(normal_phrase_pattern())
-        & ~values.str.contains(NORMAL_EXCLUDED_WORD, literal=True)
+        & ~values.str.contains(NORMAL_EXCLUDED_WORD)
     )
 
 
@@ -379,13 +380,11 @@ def _computed_agreed_ranges() -> tuple[tuple[int, int], ...]:
     Polars'), and anything whose NFKC holds a capital or final sigma (lower case maps it by
     its context, case folding does not)."""
     table = _fold_table()
-    chars = [chr(cp) for cp in range(0x80, sys.maxunicode + 1) if cp not in table and unicodedata.category(chr(cp)) != "Cn"]
+    chars = [chr(cp) for cp in range(sys.maxunicode + 1) if not chr(cp).isascii() and cp not in table and unicodedata.category(chr(cp)) != "Cn"]
     nfkc = [unicodedata.normalize("NFKC", c) for c in chars]
-    polars_folded = pl.Series(chars, dtype=pl.Utf8).str.normalize("NFKC").str.to_lowercase().to_list()
-    return _ranges(
-        ord(c) for c, n, folded in zip(chars, nfkc, polars_folded)
-        if n.casefold() == folded and "&" not in folded and "\u03a3" not in n and "\u03c2" not in n
-    )
+    polars_folded = pl.Series(chars).str.normalize("NFKC").str.to_lowercase().to_list()
+    # a final sigma fails the comparison on its own; a capital sigma only in a word's context
+    return _ranges(ord(c) for c, n, folded in zip(chars, nfkc, polars_folded) if n.casefold() == folded and "&" not in folded and "\u03a3" not in n)
 
 
 def _char_class(ranges: list[tuple[int, int]], codepoints: Iterable[int]) -> str:
