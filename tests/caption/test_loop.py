@@ -282,9 +282,11 @@ def test_degenerate_captions_and_clip_check(tmp_path, images):
     assert stats["captioned"] == 4 and all(isinstance(c, str) for c in raw.values())  # raw captions cached as produced
     from pinfeatures.caption.quality import clean_caption
 
-    # each pin's status is the filter's verdict on its cached raw caption
+    # each pin's status is the filter's verdict on its cached raw caption (which verdicts, depends
+    # on the random model's near-tied logits: a fresh-clone CI run once got four ordinary captions;
+    # the filter itself is tested on constructed strings in test_quality.py)
     assert out["caption_status"].to_list() == [clean_caption(raw[s])[1] for s in out["image_sha256"].to_list()]
-    assert "degenerate" in out["caption_status"].to_list()
+    assert set(out["caption_status"].to_list()) <= {"ok", "degenerate"}
 
     # CLIP check with the demo captioner and the tiny CoCa as the CLIP model (it has both towers)
     base = {"caption_model": "demo", "max_new_tokens": 6, "batch_size": 4, "clip_check_model": arch, "clip_check_weights": str(weights)}
