@@ -143,6 +143,20 @@ def test_top_k_and_custom_weights():
     assert as_dict(agg.pin_queries, "queries") == {"p1": ["red dress", "blue dress"], "p2": ["cake", "alpha"]}
 
 
+def test_raw_forms_of_one_query_reach_k_together():
+    """Users are read per raw query and counted under the normalised one: "Cake" (u0, u1) and
+    "cake  " (u1, u2) reach k = 3 on p1 only together; "cake", typed in normal form on p2, is one
+    query with them (its user counts for the query, not for p1's pair)."""
+    rows = [("Cake", "p1", "click", "u0"), ("Cake", "p1", "click", "u1"), ("cake  ", "p1", "save", "u1"), ("cake  ", "p1", "click", "u2"),
+            ("cake", "p2", "click", "u3")]
+    agg = run(engagements=eng(rows), query_min_users=3)
+    assert as_dict(agg.pin_queries, "queries") == {"p1": ["cake"]}
+    assert agg.query_pins.select("query", "pin_id", "events", "engaged_events", "users", "score", "query_traffic").rows() == [
+        ("cake", "p1", 4, 4, 3, 6.0, 5)]
+    assert agg.query_traffic.select("query", "events", "engaged_events", "users").rows() == [("cake", 5, 5, 4)]
+    assert (agg.stats["query_pin_pairs"], agg.stats["query_pin_pairs_kept"]) == (2, 1)
+
+
 def test_impressions_never_qualify_even_with_positive_weight():
     rows = by_users("green dress", "p1", "impression", 10)
     agg = run(engagements=eng(rows), action_weights={**WEIGHTS, "impression": 5.0}, query_min_users=1)
