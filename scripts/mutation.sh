@@ -101,7 +101,8 @@ sql/query_pairs.sql|SELECT query AS raw_query, query\nFROM candidates;|SELECT qu
 sql/query_norm.sql|AND NOT contains(raw_query, $normal_excluded_word))|)|SQL
 sql/query_norm.sql|AND NOT (length(raw_query) <= $normal_max_chars|AND NOT (true|SQL
 sql/query_stats.sql|WHERE m.query = ''|WHERE true|SQL
-sql/query_pairs.sql|ORDER BY events DESC, country ASC|ORDER BY events DESC, country DESC|SQL
+sql/query_pairs.sql|SELECT v.query, v.pin_id, min(v.country) AS country|SELECT v.query, v.pin_id, max(v.country) AS country|SQL
+sql/query_pairs.sql|max(events) AS events FROM country_votes|min(events) AS events FROM country_votes|SQL
 sql/top_queries.sql|ORDER BY score DESC, query ASC|ORDER BY score DESC, query DESC|SQL
 sql/top_queries.sql|ORDER BY score DESC, query ASC|ORDER BY score ASC, query ASC|SQL
 sql/top_queries.sql|FROM passing_pairs|FROM query_pairs|SQL

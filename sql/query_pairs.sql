@@ -16,10 +16,12 @@
 --       event through the pair, for every pair of the queries that have a pair that can pass
 --       (engaged_events >= k: a pair has at most that many users), or of every query with
 --       $all_queries; empty without $use_users;
+--       TEMP TABLE candidate_raw(raw_query, query): the raw queries of those queries;
+--       TEMP VIEW candidate_parts(query, pin_id, country, locale, events): their raw_parts;
 --       TEMP TABLE passing_pairs(query, pin_id, events, engaged_events, users, score, country):
 --       the pairs that pass the threshold, with their distinct users over engaged events (0
---       without $use_users) and
---       their most frequent country (ties by name; NULL when no event has one).
+--       without $use_users) and their most frequent country (ties by name; NULL when no event
+--       has one); passing and country_votes are its steps.
 -- Rules: impressions alone never qualify a query (engaged_events > 0).
 -- Why the users come apart: distinct users need every engaged event's user, a second read of the
 --       events; only the events of queries that can pass are read (1M-pin benchmark: 7.6k of
@@ -65,29 +67,36 @@ SELECT c.query, r.pin_id, r.country, r.locale, r.events
 FROM raw_parts AS r
 JOIN candidate_raw AS c USING (raw_query);
 
-CREATE OR REPLACE TEMP TABLE passing_pairs AS
+CREATE OR REPLACE TEMP TABLE passing AS
 WITH users AS (
     SELECT query, pin_id, count(*) AS users
     FROM pair_users
     GROUP BY query, pin_id
-),
-passing AS (
-    SELECT p.query, p.pin_id, p.events, p.engaged_events, coalesce(u.users, 0) AS users, p.score
-    FROM query_pairs AS p
-    LEFT JOIN users AS u USING (query, pin_id)
-    -- a pair has at most as many users as engaged events: that cheap test first, before the join
-    WHERE p.engaged_events > 0 AND p.engaged_events >= $min_users
-      AND (CASE WHEN $use_users THEN coalesce(u.users, 0) ELSE p.engaged_events END) >= $min_users
-),
-countries AS (
-    -- the vote of the passing pairs only: an ordered aggregate over every pair costs seconds
-    SELECT query, pin_id, first(country ORDER BY events DESC, country ASC) AS country
-    FROM (SELECT query, pin_id, country, sum(events) AS events
-          FROM candidate_parts
-          SEMI JOIN passing USING (query, pin_id)
-          WHERE country IS NOT NULL
-          GROUP BY query, pin_id, country)
-    GROUP BY query, pin_id
+)
+SELECT p.query, p.pin_id, p.events, p.engaged_events, coalesce(u.users, 0) AS users, p.score
+FROM query_pairs AS p
+LEFT JOIN users AS u USING (query, pin_id)
+-- a pair has at most as many users as engaged events: that cheap test first, before the join
+WHERE p.engaged_events > 0 AND p.engaged_events >= $min_users
+  AND (CASE WHEN $use_users THEN coalesce(u.users, 0) ELSE p.engaged_events END) >= $min_users;
+
+-- the country vote of the passing pairs only (an ordered aggregate over every pair costs
+-- seconds): events per country, the most of them, the first country by name among those. Hash
+-- aggregates and joins of tables, all of which DuckDB can spill (an ordered aggregate, or a
+-- CTE read twice, it holds in memory)
+CREATE OR REPLACE TEMP TABLE country_votes AS
+SELECT query, pin_id, country, sum(events) AS events
+FROM candidate_parts
+SEMI JOIN passing USING (query, pin_id)
+WHERE country IS NOT NULL
+GROUP BY query, pin_id, country;
+
+CREATE OR REPLACE TEMP TABLE passing_pairs AS
+WITH countries AS (
+    SELECT v.query, v.pin_id, min(v.country) AS country
+    FROM country_votes AS v
+    JOIN (SELECT query, pin_id, max(events) AS events FROM country_votes GROUP BY query, pin_id) AS top USING (query, pin_id, events)
+    GROUP BY v.query, v.pin_id
 )
 SELECT p.*, c.country
 FROM passing AS p
