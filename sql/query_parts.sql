@@ -13,9 +13,9 @@
 -- Why parts: a query's pins are spread over the shards of a sharded build; sums, a union of
 --       distinct users and summed locale votes give the whole input's answer (queries.sql).
 CREATE OR REPLACE TEMP TABLE part_queries AS
-SELECT DISTINCT query FROM query_pairs WHERE $all_queries
-UNION
-SELECT DISTINCT query FROM passing_pairs;
+SELECT query FROM query_pairs WHERE $all_queries
+UNION  -- distinct
+SELECT query FROM passing_pairs;
 
 CREATE OR REPLACE TEMP TABLE query_traffic AS
 SELECT query, CAST(sum(events) AS BIGINT) AS events, CAST(sum(engaged_events) AS BIGINT) AS engaged_events

@@ -41,6 +41,7 @@ from typing import Callable, Iterable
 
 import polars as pl
 
+from pinfeatures.build.unicode_tables import AGREED, TABLES
 from pinfeatures.chunks import map_chunks
 
 MAX_PHRASE_CHARS = 500
@@ -161,19 +162,21 @@ def _fold_table() -> dict[int, str | None]:
 
 @lru_cache(maxsize=1)
 def _unicode_ranges() -> dict[str, tuple[tuple[int, int], ...]]:
-    """The code point ranges (first, last) `_fold_table` and `_folded_codepoints` are made of:
-    stored in pinfeatures.build.unicode_tables for this Python's Unicode version (working them
-    out takes ~0.25 s, once per process: every build and every shard worker), else
+    """The code point ranges (first, last) `_fold_table` and `_folded_class` are made of: stored
+    in pinfeatures.build.unicode_tables for this Python's Unicode version (working them out takes
+    ~0.25 s, once per process: every build and every shard worker), else
     `_computed_unicode_ranges`."""
-    from pinfeatures.build.unicode_tables import TABLES
-
     return TABLES.get(unicodedata.unidata_version) or _computed_unicode_ranges()
 
 
 def _computed_unicode_ranges() -> dict[str, tuple[tuple[int, int], ...]]:
     """`_unicode_ranges` worked out from unicodedata: format (Cf), space (Cc, Zl, Zp), surrogate
     (Cs: a lone surrogate from a JSON escape cannot be written as UTF-8), digit (Nd above ASCII),
-    and folded (see `_folded_codepoints`)."""
+    and folded: the non-ASCII characters c with `_fold(c) == c` (not in the table, NFKC(c) == c,
+    c.casefold() == c) that cannot combine with a neighbour, so that NFKC and case folding of a
+    text of them are those of its characters one by one: no combining class (nothing to reorder),
+    not the second half of a canonical composition (nothing composes), no Hangul jamo (composed
+    by rule, not by table); unassigned code points left out."""
     kinds: dict[str, list[int]] = {"format": [], "space": [], "surrogate": [], "digit": []}
     for cp in range(sys.maxunicode + 1):
         cat = unicodedata.category(chr(cp))
@@ -251,8 +254,9 @@ def _fold(text: str, max_chars: int) -> str:
 
 
 FAST_FOLD_MIN_STRINGS = 20_000
-"""Below this many short non-ASCII strings, `_fold_many` folds them one by one: the character
-table of the fast path takes ~0.5 s to build, more than folding that many strings in Python."""
+"""Below this many short non-ASCII strings, `_fold_many` folds them one by one: the fast path's
+character class takes ~0.5 s to build where its Unicode tables are not stored
+(`_unicode_ranges`), more than folding that many strings in Python."""
 AGREED_FOLD_FACTOR = 4
 """The agreed-characters path (`_fast_fold_class`) is taken for at least this many times
 FAST_FOLD_MIN_STRINGS strings left after the already-folded ones when its characters must be
@@ -294,25 +298,15 @@ def _fold_many(raw: pl.Series, max_chars: int, fast_min_strings: int = FAST_FOLD
 
 
 FOLDED_CLASS_LIMIT = 0x30000
-"""`_folded_class` looks at code points below this (every script; above are rare CJK extensions,
-which take the other paths): the check runs in Python once per process, 0.3 s instead of 0.5 s."""
+"""`_computed_unicode_ranges` looks for folded characters below this (every script; above are
+rare CJK extensions, which take the other paths): worked out in Python, 0.3 s instead of 0.5 s."""
 
 
 @lru_cache(maxsize=1)
 def _folded_class() -> str:
     """A regex character class of the characters a short text may hold and be its own `_fold`:
-    ASCII but capitals, controls and `&`, and `_folded_codepoints`."""
-    return _char_class([(0x20, 0x25), (0x27, 0x40), (0x5B, 0x7E)], _folded_codepoints())
-
-
-@lru_cache(maxsize=1)
-def _folded_codepoints() -> tuple[int, ...]:
-    """The non-ASCII characters c with `_fold(c) == c` (not in `_fold_table`, NFKC(c) == c,
-    c.casefold() == c) that cannot combine with a neighbour, so that NFKC and case folding of a
-    text of them are those of its characters one by one: no combining class (nothing to reorder),
-    not the second half of a canonical composition (nothing composes), no Hangul jamo (composed
-    by rule, not by table). Unassigned code points are left out (`_unicode_ranges`' folded)."""
-    return tuple(cp for first, last in _unicode_ranges()["folded"] for cp in range(first, last + 1))
+    ASCII but capitals, controls and `&`, and the folded characters of `_unicode_ranges`."""
+    return _class_body(((0x20, 0x25), (0x27, 0x40), (0x5B, 0x7E)) + _unicode_ranges()["folded"])
 
 
 NORMAL_EXCLUDED_CHARS = "&<>@.:+[({0123456789"
@@ -331,7 +325,8 @@ def normal_phrase_pattern() -> str:
     rule) is its own fold, has no tag, entity or untidy space, and no scrub pattern can match it,
     so `normalize_phrases` gives it back as it is: most queries of a search log are typed so."""
     allowed = [cp for cp in range(0x21, 0x7F) if chr(cp) not in NORMAL_EXCLUDED_CHARS and not ("A" <= chr(cp) <= "Z")]
-    allowed += [cp for cp in _folded_codepoints() if not chr(cp).isspace()]  # U+1680 is its own fold
+    folded = (cp for first, last in _unicode_ranges()["folded"] for cp in range(first, last + 1))
+    allowed += [cp for cp in folded if not chr(cp).isspace()]  # U+1680 is its own fold
     word = f"[{_char_class([(allowed[0], allowed[0])], allowed[1:])}]+"
     return f"^{word}(?: {word})*$"
 
@@ -351,7 +346,7 @@ def normal_phrases(values: pl.Series, max_chars: int = MAX_PHRASE_CHARS) -> pl.S
 @lru_cache(maxsize=1)
 def _fast_fold_class() -> str:
     """A regex character class (ranges, no brackets) of ASCII but `&`, and `_agreed_ranges`."""
-    return _char_class([(0x00, 0x25), (0x27, 0x7F)], (cp for first, last in _agreed_ranges() for cp in range(first, last + 1)))
+    return _class_body(((0x00, 0x25), (0x27, 0x7F)) + _agreed_ranges())
 
 
 @lru_cache(maxsize=1)
@@ -359,16 +354,17 @@ def _agreed_ranges() -> tuple[tuple[int, int], ...]:
     """The non-ASCII characters Python folds (`_fold`) exactly as Polars does: stored in
     pinfeatures.build.unicode_tables for this Python's Unicode version and this Polars version,
     else `_computed_agreed_ranges` (~0.25 s)."""
-    from pinfeatures.build.unicode_tables import AGREED
-
-    return AGREED.get((unicodedata.unidata_version, pl.__version__)) or _computed_agreed_ranges()
+    return AGREED.get(_agreed_key()) or _computed_agreed_ranges()
 
 
 def _agreed_ranges_stored() -> bool:
     """Whether `_agreed_ranges` costs nothing to get (see AGREED_FOLD_FACTOR)."""
-    from pinfeatures.build.unicode_tables import AGREED
+    return _agreed_key() in AGREED
 
-    return (unicodedata.unidata_version, pl.__version__) in AGREED
+
+def _agreed_key() -> tuple[str, str]:
+    """What the agreed characters depend on: this Python's Unicode version and this Polars."""
+    return unicodedata.unidata_version, pl.__version__
 
 
 def _computed_agreed_ranges() -> tuple[tuple[int, int], ...]:
@@ -390,7 +386,12 @@ def _computed_agreed_ranges() -> tuple[tuple[int, int], ...]:
 def _char_class(ranges: list[tuple[int, int]], codepoints: Iterable[int]) -> str:
     """The body of a regex character class (Rust syntax): `ranges` (ascending), then
     `codepoints` (ascending, above them), adjacent code points merged into ranges."""
-    return "".join(f"\\x{{{lo:x}}}" if lo == hi else f"\\x{{{lo:x}}}-\\x{{{hi:x}}}" for lo, hi in _ranges(codepoints, ranges))
+    return _class_body(_ranges(codepoints, ranges))
+
+
+def _class_body(runs: Iterable[tuple[int, int]]) -> str:
+    """The body of a regex character class (Rust and RE2 syntax) of inclusive (first, last) runs."""
+    return "".join(f"\\x{{{lo:x}}}" if lo == hi else f"\\x{{{lo:x}}}-\\x{{{hi:x}}}" for lo, hi in runs)
 
 
 def update_where(values: pl.Series, where: pl.Series, step: Callable[[pl.Series], pl.Series]) -> pl.Series:
