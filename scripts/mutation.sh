@@ -93,14 +93,16 @@ cat > "$WORK/hand_mutants.txt" <<'EOF'
 sql/query_pairs.sql|ELSE p.engaged_events END) >= $min_users|ELSE p.engaged_events END) > $min_users|SQL
 sql/query_pairs.sql|p.engaged_events > 0|p.engaged_events >= 0|SQL
 sql/query_pairs.sql|coalesce(u.users, 0) ELSE p.engaged_events|p.events ELSE p.engaged_events|SQL
-sql/query_pairs.sql|WHERE coalesce(m.query, r.raw_query) <> '';|WHERE true;|SQL
-sql/query_pairs.sql|SELECT coalesce(m.query, r.raw_query) AS query,|SELECT r.raw_query AS query,|SQL
+sql/query_pairs.sql|WHERE raw_query IS NULL OR raw_query = '' OR|WHERE raw_query IS NULL OR|SQL
+sql/query_pairs.sql|WHERE m.query <> ''\nGROUP BY m.query|WHERE true\nGROUP BY m.query|SQL
+sql/query_pairs.sql|WHERE m.query <> '';|WHERE false;|SQL
+sql/query_pairs.sql|OR raw_query IN (SELECT raw_query FROM remap_moves);|;|SQL
 sql/query_pairs.sql|WHERE $use_users AND e.action <> 'impression' AND|WHERE $use_users AND|SQL
 sql/query_pairs.sql|(engaged_events > 0 AND engaged_events >= $min_users)|(engaged_events > 0 AND engaged_events > $min_users)|SQL
 sql/query_pairs.sql|SELECT query AS raw_query, query\nFROM candidates;|SELECT query AS raw_query, query\nFROM candidates WHERE false;|SQL
 sql/query_norm.sql|AND NOT contains(raw_query, $normal_excluded_word))|)|SQL
 sql/query_norm.sql|AND NOT (length(raw_query) <= $normal_max_chars|AND NOT (true|SQL
-sql/query_stats.sql|WHERE m.query = ''|WHERE true|SQL
+sql/query_pairs.sql|WHERE m.query = '';|WHERE true;|SQL
 sql/query_pairs.sql|SELECT v.query, v.pin_id, min(v.country) AS country|SELECT v.query, v.pin_id, max(v.country) AS country|SQL
 sql/query_pairs.sql|max(events) AS events FROM country_votes|min(events) AS events FROM country_votes|SQL
 sql/top_queries.sql|ORDER BY score DESC, query ASC|ORDER BY score DESC, query DESC|SQL

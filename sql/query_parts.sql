@@ -1,6 +1,6 @@
 -- Per-query facts of one input (or one shard of it), in a form that adds up over shards.
 --
--- In:   query_pairs, pair_parts, pair_users, passing_pairs (query_pairs.sql).
+-- In:   query_pairs, pair_users, candidate_parts, passing_pairs (query_pairs.sql).
 -- Params: $all_queries  true (a shard): every query, since a query may pass the threshold through
 --         another shard's pin; false (the whole input): only the queries with a passing pair
 --         here, the only ones queries.sql reads (a fraction of a long-tail log's distinct queries).
@@ -37,7 +37,7 @@ FROM pair_users
 SEMI JOIN part_queries USING (query)
 WHERE NOT $all_queries;
 
--- the locale is lower-cased and parsed once per (query, locale), not once per group of raw_parts
+-- the locale is lower-cased and parsed once per (query, locale), not once per group of candidate_parts
 -- (MATERIALIZED: DuckDB would otherwise push the parse below the grouping)
 CREATE OR REPLACE TEMP TABLE query_locales AS
 WITH votes AS MATERIALIZED (

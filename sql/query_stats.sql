@@ -1,12 +1,11 @@
 -- Privacy and scrubbing counts for the manifest.
 --
--- In:   raw_parts (query_norm.sql), query_remap (query '': nothing left after scrubbing),
---       query_pairs, passing_pairs (query_pairs.sql).
+-- In:   scrubbed_empty, query_pairs, passing_pairs (query_pairs.sql).
 -- Out:  one row: events_query_scrubbed_empty (events dropped because the query was nothing but
 --       an e-mail, phone number or URL), query_pin_pairs (pairs with a non-empty query),
 --       query_pin_pairs_kept (pairs past the privacy threshold), impression_only_pairs.
 SELECT
-    (SELECT coalesce(sum(r.events), 0) FROM raw_parts AS r JOIN query_remap AS m USING (raw_query) WHERE m.query = '') AS events_query_scrubbed_empty,
+    (SELECT events FROM scrubbed_empty) AS events_query_scrubbed_empty,
     (SELECT count(*) FROM query_pairs) AS query_pin_pairs,
     (SELECT count(*) FROM passing_pairs) AS query_pin_pairs_kept,
     (SELECT count(*) FROM query_pairs WHERE engaged_events = 0) AS impression_only_pairs

@@ -46,9 +46,9 @@ class Aggregates:
 
 
 QUERY_PARTS = ("query_traffic", "query_users", "query_locales")
-QUERY_WORK_VIEWS = ("candidate_parts", "pair_parts")
-QUERY_WORK_TABLES = ("raw_parts", "query_remap", "query_pairs", "candidate_raw", "pair_users", "passing", "country_votes", "part_queries")
-"""The query SQL's working views and tables (sql/query_norm.sql, query_pairs.sql, query_parts.sql),
+QUERY_WORK_TABLES = ("query_remap", "remap_moves", "scrubbed_empty", "moved_pairs", "query_pairs", "candidate_raw", "pair_users",
+                     "candidate_parts", "passing", "country_votes", "part_queries")
+"""The query SQL's working tables (sql/query_norm.sql, query_pairs.sql, query_parts.sql),
 dropped once the per-query parts and the manifest's counts are made."""
 WORK_PARQUET: dict[str, Any] = {"compression": "uncompressed", "statistics": False}
 """Intermediate files (a build's work folder) are read once, by the next step: fast to write and
@@ -149,8 +149,6 @@ def aggregate(
         stats_row = run_sql(con, "query_stats").fetchall()[0]
         # what is left reads only the passing pairs and the per-query parts: the groups of every
         # event go, so the ordered lists and distinct counts after have DuckDB's memory to themselves
-        for name in QUERY_WORK_VIEWS:
-            con.execute(f"DROP VIEW {name}")
         for name in QUERY_WORK_TABLES:
             con.execute(f"DROP TABLE {name}")
         pin_queries = run_sql(con, "top_queries", {"top_k": query_top_k}).pl()
@@ -211,7 +209,7 @@ def _register_input(con: Any, name: str, table: pl.DataFrame | Sequence[Path]) -
 
 
 def _register_query_norm(con: Any) -> None:
-    """raw_parts and query_remap(raw_query, query) for query_pairs.sql: sql/query_norm.sql's raw
+    """raw_pairs and query_remap(raw_query, query) for query_pairs.sql: sql/query_norm.sql's raw
     queries that `normal_phrases` cannot vouch for, normalised in one call, and kept where their
     normal form differs ('' when scrubbing left nothing)."""
     rule = {"normal_pattern": normal_phrase_pattern(), "normal_max_chars": MAX_PHRASE_CHARS, "normal_excluded_word": NORMAL_EXCLUDED_WORD}
