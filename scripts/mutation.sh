@@ -93,10 +93,9 @@ cat > "$WORK/hand_mutants.txt" <<'EOF'
 sql/query_pairs.sql|ELSE p.engaged_events END) >= $min_users|ELSE p.engaged_events END) > $min_users|SQL
 sql/query_pairs.sql|p.engaged_events > 0|p.engaged_events >= 0|SQL
 sql/query_pairs.sql|coalesce(u.users, 0) ELSE p.engaged_events|p.events ELSE p.engaged_events|SQL
-sql/query_pairs.sql|WHERE raw_query IS NULL OR raw_query = '' OR|WHERE raw_query IS NULL OR|SQL
 sql/query_pairs.sql|WHERE m.query <> ''\nGROUP BY m.query|WHERE true\nGROUP BY m.query|SQL
 sql/query_pairs.sql|WHERE m.query <> '';|WHERE false;|SQL
-sql/query_pairs.sql|OR raw_query IN (SELECT raw_query FROM remap_moves);|;|SQL
+sql/query_pairs.sql|WHERE raw_query IN (SELECT raw_query FROM remap_moves);|WHERE false;|SQL
 sql/query_pairs.sql|SELECT coalesce(m.query, r.raw_query) AS query, r.pin_id, r.country|SELECT r.raw_query AS query, r.pin_id, r.country|tests/build/test_shard.py -k fixtures
 sql/query_pairs.sql|WHERE $use_users AND e.action <> 'impression' AND|WHERE $use_users AND|SQL
 sql/query_pairs.sql|(engaged_events > 0 AND engaged_events >= $min_users)|(engaged_events > 0 AND engaged_events > $min_users)|SQL

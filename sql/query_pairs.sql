@@ -59,8 +59,9 @@ JOIN remap_moves AS m USING (raw_query)
 WHERE m.query <> ''
 GROUP BY m.query, r.pin_id;
 
+-- (no raw query is null or blank: validate.py rejects those rows, empty_query)
 DELETE FROM raw_pairs
-WHERE raw_query IS NULL OR raw_query = '' OR raw_query IN (SELECT raw_query FROM remap_moves);
+WHERE raw_query IN (SELECT raw_query FROM remap_moves);
 
 INSERT INTO raw_pairs SELECT * FROM moved_pairs;
 
