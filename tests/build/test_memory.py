@@ -31,7 +31,7 @@ MiB = 1024**2
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generated 20k-pin set with the long tail: DuckDB spills it under 40-48 MiB (not under
-    52 MiB), with room below for what it cannot spill (under 38 MiB the queries table's ordered
+    52 MiB), with room below for what it cannot spill (at 36 MiB the queries table's ordered
     lists and distinct counts sometimes run out)."""
     data = tmp_path_factory.mktemp("memory") / "data"
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "make_synthetic.py"), "--out", str(data), "--pins", "20000",
