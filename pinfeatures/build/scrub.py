@@ -207,10 +207,9 @@ def _computed_unicode_ranges() -> dict[str, tuple[tuple[int, int], ...]]:
     return {kind: _ranges(cps) for kind, cps in kinds.items()}
 
 
-def _ranges(codepoints: Iterable[int], runs_before: Iterable[tuple[int, int]] = ()) -> tuple[tuple[int, int], ...]:
-    """Ascending code points as inclusive (first, last) runs, after `runs_before` (ascending,
-    below them; the first code point may extend the last of them)."""
-    runs = list(runs_before)
+def _ranges(codepoints: Iterable[int]) -> tuple[tuple[int, int], ...]:
+    """Ascending code points as inclusive (first, last) runs."""
+    runs: list[tuple[int, int]] = []
     for cp in codepoints:
         if runs and cp == runs[-1][1] + 1:
             runs[-1] = (runs[-1][0], cp)
@@ -327,7 +326,7 @@ def normal_phrase_pattern() -> str:
     allowed = [cp for cp in range(0x21, 0x7F) if chr(cp) not in NORMAL_EXCLUDED_CHARS and not ("A" <= chr(cp) <= "Z")]
     folded = (cp for first, last in _unicode_ranges()["folded"] for cp in range(first, last + 1))
     allowed += [cp for cp in folded if not chr(cp).isspace()]  # U+1680 is its own fold
-    word = f"[{_char_class([(allowed[0], allowed[0])], allowed[1:])}]+"
+    word = f"[{_class_body(_ranges(allowed))}]+"
     return f"^{word}(?: {word})*$"
 
 
@@ -381,12 +380,6 @@ def _computed_agreed_ranges() -> tuple[tuple[int, int], ...]:
     polars_folded = pl.Series(chars).str.normalize("NFKC").str.to_lowercase().to_list()
     # a final sigma fails the comparison on its own; a capital sigma only in a word's context
     return _ranges(ord(c) for c, n, folded in zip(chars, nfkc, polars_folded) if n.casefold() == folded and "&" not in folded and "\u03a3" not in n)
-
-
-def _char_class(ranges: list[tuple[int, int]], codepoints: Iterable[int]) -> str:
-    """The body of a regex character class (Rust syntax): `ranges` (ascending), then
-    `codepoints` (ascending, above them), adjacent code points merged into ranges."""
-    return _class_body(_ranges(codepoints, ranges))
 
 
 def _class_body(runs: Iterable[tuple[int, int]]) -> str:

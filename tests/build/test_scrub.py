@@ -254,10 +254,10 @@ def test_the_folded_class_holds_only_characters_that_fold_to_themselves():
 
 
 def test_char_class_merges_adjacent_code_points_into_ranges():
-    from pinfeatures.build.scrub import _char_class, _fast_fold_class
+    from pinfeatures.build.scrub import _class_body, _fast_fold_class, _ranges
 
-    assert _char_class([(0x20, 0x25)], [0x26, 0x27, 0x41, 0x43, 0x44]) == "\\x{20}-\\x{27}\\x{41}\\x{43}-\\x{44}"
-    assert _char_class([(0x30, 0x30)], []) == "\\x{30}"
+    assert _class_body(_ranges([*range(0x20, 0x26), 0x26, 0x27, 0x41, 0x43, 0x44])) == "\\x{20}-\\x{27}\\x{41}\\x{43}-\\x{44}"
+    assert _class_body(_ranges([0x30])) == "\\x{30}"
     # the agreed class, built afresh, starts with ASCII but `&`
     assert _fast_fold_class.__wrapped__().startswith("\\x{0}-\\x{25}\\x{27}-\\x{7f}")
 
