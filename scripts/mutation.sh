@@ -97,7 +97,7 @@ sql/query_pairs.sql|WHERE m.query <> ''\nGROUP BY m.query|WHERE true\nGROUP BY m
 sql/query_pairs.sql|WHERE m.query <> '';|WHERE false;|SQL
 sql/query_pairs.sql|WHERE raw_query IN (SELECT raw_query FROM remap_moves);|WHERE false;|SQL
 sql/query_pairs.sql|SELECT coalesce(m.query, r.raw_query) AS query, r.pin_id, r.country|SELECT r.raw_query AS query, r.pin_id, r.country|tests/build/test_shard.py -k fixtures
-sql/query_pairs.sql|WHERE $use_users AND e.action <> 'impression' AND|WHERE $use_users AND|SQL
+sql/query_pairs.sql|WHERE $use_users AND action <> 'impression' AND|WHERE $use_users AND|SQL
 sql/query_pairs.sql|(engaged_events > 0 AND engaged_events >= $min_users)|(engaged_events > 0 AND engaged_events > $min_users)|SQL
 sql/query_pairs.sql|SELECT query AS raw_query, query\nFROM candidates;|SELECT query AS raw_query, query\nFROM candidates WHERE false;|SQL
 sql/query_norm.sql|AND NOT contains(raw_query, $normal_excluded_word))|)|SQL

@@ -46,9 +46,10 @@ class Aggregates:
 
 
 QUERY_PARTS = ("query_traffic", "query_users", "query_locales")
+QUERY_WORK_VIEWS = ("candidate_events",)
 QUERY_WORK_TABLES = ("query_remap", "remap_moves", "scrubbed_empty", "moved_pairs", "query_pairs", "candidate_raw", "pair_users",
                      "candidate_parts", "passing", "country_votes", "part_queries")
-"""The query SQL's working tables (sql/query_norm.sql, query_pairs.sql, query_parts.sql),
+"""The query SQL's working views and tables (sql/query_norm.sql, query_pairs.sql, query_parts.sql),
 dropped once the per-query parts and the manifest's counts are made."""
 WORK_PARQUET: dict[str, Any] = {"compression": "uncompressed", "statistics": False}
 """Intermediate files (a build's work folder) are read once, by the next step: fast to write and
@@ -149,6 +150,8 @@ def aggregate(
         stats_row = run_sql(con, "query_stats").fetchall()[0]
         # what is left reads only the passing pairs and the per-query parts: the groups of every
         # event go, so the ordered lists and distinct counts after have DuckDB's memory to themselves
+        for name in QUERY_WORK_VIEWS:
+            con.execute(f"DROP VIEW {name}")
         for name in QUERY_WORK_TABLES:
             con.execute(f"DROP TABLE {name}")
         pin_queries = run_sql(con, "top_queries", {"top_k": query_top_k}).pl()

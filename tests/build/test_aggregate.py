@@ -239,4 +239,4 @@ def test_run_sql_runs_a_file_one_statement_at_a_time():
             "SELECT v + $k FROM a -- $m\n")
     # whole-line comments go (a `;` or `$name` in them is neither), a comment after code stays
     assert _statements(text) == ("CREATE TEMP TABLE a AS\n  SELECT $k AS v", "SELECT v + $k FROM a -- $m")
-    assert all(len(_statements(load_sql(name))) == n for name, n in (("query_norm", 2), ("query_pairs", 13), ("query_parts", 4), ("board_titles", 1)))
+    assert all(len(_statements(load_sql(name))) == n for name, n in (("query_norm", 2), ("query_pairs", 14), ("query_parts", 4), ("board_titles", 1)))
